@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, migrations, idempotent ingestion and retention."""
