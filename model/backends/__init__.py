@@ -1,0 +1,1 @@
+"""Model back-ends behind one small interface (see ``base.Backend``)."""
