@@ -212,14 +212,13 @@ def _format_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden" and any(s in key.lower() for s in _SECRET_LIKE):
+            lines.append(f"  {key}: secrets are not read from the config file; set the environment variable "
+                         "instead (see the comments at the top of config.toml)")
+            continue
         if e["type"] == "extra_forbidden":
             parent = ".".join(str(p) for p in e["loc"][:-1]) or "top level"
             lines.append(f"  {key}: unknown key (not allowed in [{parent}])")
-            continue
-        if any(s in key.lower() for s in _SECRET_LIKE):
-            lines.append(
-                f"  {key}: secrets are not read from the config file; set the environment variable instead"
-            )
             continue
         lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
