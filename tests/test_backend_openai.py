@@ -1,0 +1,241 @@
+"""The OpenAI-compatible back-end against a small local stand-in server (http.server on 127.0.0.1).
+
+The stand-in records every request and answers from a script: canned completions, 5xx, 429 with
+Retry-After, slow replies, and a 400 of a server that cannot do json_schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from model.backends.base import Backend, BackendError, Turn
+from model.backends.openai_backend import OpenAIBackend
+
+SECRET = "sk-test-very-secret-0123456789"
+SCHEMA = {"type": "object", "properties": {"overall": {"type": "string"}}, "required": ["overall"]}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def completion(text: str, finish: str = "stop", prompt: int = 42, done: int = 7) -> dict[str, Any]:
+    return {
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "model": "served-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
+    }
+
+
+class StandIn:
+    """Scripted replies per path; what was asked is kept in ``requests``."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[Reply]] = {}
+        self.requests: list[dict[str, Any]] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                stand_in.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"{}")}
+                )
+                queue = stand_in.script.get(self.path) or [Reply(404, {"error": {"message": "no route"}})]
+                reply = queue.pop(0) if len(queue) > 1 else queue[0]
+                time.sleep(reply.delay_s)
+                data = json.dumps(reply.body).encode()
+                try:
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up on a slow reply, as intended
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def chat(self, *replies: Reply) -> None:
+        self.script["/v1/chat/completions"] = list(replies)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[StandIn]:
+    s = StandIn()
+    yield s
+    s.close()
+
+
+def backend(server: StandIn, **kw: Any) -> OpenAIBackend:
+    kw.setdefault("backoff_s", 0.01)
+    return OpenAIBackend(server.url, "served-model", **kw)
+
+
+TURNS = [Turn("system", "You summarize chats."), Turn("user", "Ann: hi\nBob: hello")]
+
+
+def test_request_shape_key_and_parsed_completion(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSUM_OPENAI_API_KEY", SECRET)
+    server.chat(Reply(body=completion('{"overall": "Greetings."}')))
+    b = backend(server, seed=3)
+    assert isinstance(b, Backend)
+    out = b.complete(TURNS, max_tokens=64, json_schema=SCHEMA, stop=["</s>"])
+
+    assert out.text == '{"overall": "Greetings."}'
+    assert (out.prompt_tokens, out.completion_tokens, out.finish_reason) == (42, 7, "stop")
+    assert out.extra["constrained"] is True and out.seconds >= 0
+    (req,) = server.requests
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == f"Bearer {SECRET}"
+    body = req["json"]
+    assert body["model"] == "served-model" and body["max_tokens"] == 64 and body["temperature"] == 0.0
+    assert body["messages"] == [{"role": "system", "content": "You summarize chats."},
+                                {"role": "user", "content": "Ann: hi\nBob: hello"}]
+    assert body["stop"] == ["</s>"] and body["seed"] == 3
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert SECRET not in repr(b)
+
+
+def test_no_key_no_header_and_schema_off_when_disabled(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHATSUM_OPENAI_API_KEY", raising=False)
+    server.chat(Reply(body=completion("plain")))
+    out = backend(server, json_schema=False).complete(TURNS, max_tokens=8, json_schema=SCHEMA)
+    assert out.text == "plain" and out.extra["constrained"] is False
+    req = server.requests[0]
+    assert "Authorization" not in req["headers"] and "response_format" not in req["json"]
+
+
+def test_5xx_and_429_are_retried_with_backoff(server: StandIn) -> None:
+    server.chat(
+        Reply(500, {"error": {"message": "engine overloaded"}}),
+        Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "0"}),
+        Reply(body=completion("ok", finish="length")),
+    )
+    out = backend(server, max_retries=3).complete(TURNS, max_tokens=4)
+    assert out.text == "ok" and out.finish_reason == "length"
+    assert len(server.requests) == 3
+
+
+def test_persistent_5xx_gives_a_clear_error_without_the_key(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CHATSUM_OPENAI_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    server.chat(Reply(503, {"error": {"message": "model is loading"}}))
+    with pytest.raises(BackendError) as exc:
+        backend(server, max_retries=2).complete(TURNS, max_tokens=4)
+    assert "after 3 attempt(s)" in str(exc.value) and "HTTP 503: model is loading" in str(exc.value)
+    assert len(server.requests) == 3
+    assert SECRET not in str(exc.value) and SECRET not in caplog.text
+
+
+def test_slow_reply_times_out_then_recovers(server: StandIn) -> None:
+    server.chat(Reply(body=completion("late"), delay_s=1.5), Reply(body=completion("on time")))
+    out = backend(server, timeout_s=0.5, max_retries=1).complete(TURNS, max_tokens=4)
+    assert out.text == "on time" and len(server.requests) == 2
+
+
+def test_slow_server_exhausts_retries_with_a_timeout_message(server: StandIn) -> None:
+    server.chat(Reply(body=completion("late"), delay_s=1.5))
+    with pytest.raises(BackendError, match=r"no reply within 0\.3 s \(model\.openai\.timeout_s\)"):
+        backend(server, timeout_s=0.3, max_retries=1).complete(TURNS, max_tokens=4)
+
+
+def test_auth_failure_is_not_retried_and_names_the_env_var(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_KEY", SECRET)
+    server.chat(Reply(401, {"error": {"message": f"bad key {SECRET[:6]}"}}))
+    with pytest.raises(BackendError) as exc:
+        backend(server, api_key_env="MY_KEY").complete(TURNS, max_tokens=4)
+    assert "MY_KEY" in str(exc.value) and SECRET not in str(exc.value)
+    assert len(server.requests) == 1
+
+
+def test_other_client_errors_show_the_server_message(server: StandIn) -> None:
+    server.chat(Reply(400, {"error": {"message": "max_tokens is too large: 99999"}}))
+    with pytest.raises(BackendError, match=r"HTTP 400.*max_tokens is too large"):
+        backend(server).complete(TURNS, max_tokens=99999)
+    assert len(server.requests) == 1
+
+
+def test_server_without_json_schema_support_falls_back_once(server: StandIn) -> None:
+    server.chat(
+        Reply(400, {"error": {"message": "response_format type json_schema is not supported"}}),
+        Reply(body=completion('{"overall": "x"}')),
+        Reply(body=completion('{"overall": "y"}')),
+    )
+    b = backend(server)
+    first = b.complete(TURNS, max_tokens=8, json_schema=SCHEMA)
+    second = b.complete(TURNS, max_tokens=8, json_schema=SCHEMA)
+    assert (first.text, second.text) == ('{"overall": "x"}', '{"overall": "y"}')
+    assert [("response_format" in r["json"]) for r in server.requests] == [True, False, False]
+    assert first.extra["constrained"] is False
+
+
+def test_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    b = OpenAIBackend("http://127.0.0.1:9/v1", "m", max_retries=1, backoff_s=0.01, timeout_s=2)
+    with pytest.raises(BackendError, match=r"cannot reach http://127\.0\.0\.1:9/v1"):
+        b.complete(TURNS, max_tokens=4)
+
+
+def test_garbage_reply_is_a_backend_error(server: StandIn) -> None:
+    server.chat(Reply(body={"unexpected": True}))
+    with pytest.raises(BackendError, match="not an OpenAI chat completion"):
+        backend(server).complete(TURNS, max_tokens=4)
+
+
+def test_bad_base_url_is_refused_up_front() -> None:
+    with pytest.raises(BackendError, match=r"model\.openai\.base_url"):
+        OpenAIBackend("localhost:8000/v1", "m")
+
+
+def test_count_tokens_uses_server_tokenizer_when_offered(server: StandIn) -> None:
+    server.script["/tokenize"] = [Reply(body={"count": 5, "tokens": [1, 2, 3, 4, 5], "max_model_len": 4096})]
+    b = backend(server)
+    assert b.count_tokens("hello there world") == 5
+    assert b.count_tokens("again") == 5
+    assert [r["path"] for r in server.requests] == ["/tokenize", "/tokenize"]
+    assert server.requests[0]["json"]["prompt"] == "hello there world"
+
+
+def test_count_tokens_falls_back_to_estimate_and_stops_probing(server: StandIn) -> None:
+    b = backend(server)  # no /tokenize route: the stand-in answers 404
+    first = b.count_tokens("hello there, general Kenobi")
+    assert 4 <= first <= 12
+    b.count_tokens("again and again")
+    assert len(server.requests) == 1
+    assert b.count_tokens("") == 0
