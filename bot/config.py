@@ -256,6 +256,8 @@ def redacted(config: Config, secrets: Secrets | None = None) -> dict[str, Any]:
         Secrets.ENV_NAMES[name]: ("set (redacted)" if getattr(sec, name) is not None else "not set")
         for name in Secrets.ENV_NAMES
     }
+    if config.storage.url:  # a database URL may carry a password
+        out["storage"]["url"] = _redact_url(config.storage.url)
     out["effective"] = {"data_dir": str(config.data_dir), "database_url": _redact_url(config.database_url)}
     return out
 
