@@ -125,3 +125,31 @@ class Summary(Base):
     content: Mapped[dict] = mapped_column(JSON)
     corrected: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # a human-corrected summary wins
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DigestRun(Base):
+    """One scheduled digest of one chat on one local date: claimed before posting, so never posted twice."""
+
+    __tablename__ = "digest_runs"
+    __table_args__ = (UniqueConstraint("chat_id", "local_date", name="uq_digest_chat_date"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
+    local_date: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD in the chat's time zone
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime)  # naive UTC
+    status: Mapped[str] = mapped_column(String(16), default="claimed")  # claimed|posted|skipped|failed
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    covered_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # naive UTC
+    detail: Mapped[str] = mapped_column(Text, default="")
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class BotState(Base):
+    """Small durable key/value state of the bot adapters (e.g. the last Telegram update handled)."""
+
+    __tablename__ = "bot_state"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

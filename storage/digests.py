@@ -1,0 +1,92 @@
+"""Digest bookkeeping and small durable bot state.
+
+A digest is *claimed* (a row unique per chat and local date) before it is built and posted, so two
+scheduler ticks, two processes, or a restart can never post the same day's digest twice. The price is
+at-most-once: a crash between claim and post loses that day's digest rather than doubling it, and
+the row stays ``claimed`` as a visible trace.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.ingest import to_naive_utc
+from storage.models import BotState, DigestRun, utcnow
+
+DIGEST_STATUSES = ("claimed", "posted", "skipped", "failed")
+
+
+def claim_digest(
+    session: Session, chat_pk: int, local_date: str, scheduled_for: datetime
+) -> DigestRun | None:
+    """Claim the digest of ``chat_pk`` for ``local_date``; None when it was claimed already."""
+    existing = session.scalars(
+        select(DigestRun).where(DigestRun.chat_id == chat_pk, DigestRun.local_date == local_date)
+    ).one_or_none()
+    if existing is not None:
+        return None
+    try:
+        with session.begin_nested():
+            run = DigestRun(chat_id=chat_pk, local_date=local_date, scheduled_for=to_naive_utc(scheduled_for),
+                            status="claimed", message_count=0, detail="", claimed_at=utcnow())
+            session.add(run)
+    except IntegrityError:  # another claimant won between our select and insert
+        return None
+    return run
+
+
+def finish_digest(
+    session: Session,
+    run_id: int,
+    status: str,
+    *,
+    message_count: int = 0,
+    covered_until: datetime | None = None,
+    detail: str = "",
+) -> None:
+    """Record how a claimed digest ended; ``covered_until`` is where the next digest starts."""
+    if status not in DIGEST_STATUSES:
+        raise ValueError(f"digest status must be one of {DIGEST_STATUSES}, got {status!r}")
+    run = session.get(DigestRun, run_id)
+    if run is None:
+        raise LookupError(f"no digest run {run_id}")
+    run.status = status
+    run.message_count = message_count
+    run.covered_until = to_naive_utc(covered_until) if covered_until else None
+    run.detail = detail[:2000]
+    run.finished_at = utcnow()
+
+
+def last_posted(session: Session, chat_pk: int) -> DigestRun | None:
+    """The most recent digest that was actually posted in a chat."""
+    return session.scalars(
+        select(DigestRun)
+        .where(DigestRun.chat_id == chat_pk, DigestRun.status == "posted")
+        .order_by(DigestRun.scheduled_for.desc())
+        .limit(1)
+    ).first()
+
+
+def digest_runs(session: Session, chat_pk: int) -> list[DigestRun]:
+    """Every digest run of a chat, oldest first (for tests and an admin's overview)."""
+    return list(session.scalars(
+        select(DigestRun).where(DigestRun.chat_id == chat_pk).order_by(DigestRun.scheduled_for)
+    ))
+
+
+def get_state(session: Session, key: str) -> str | None:
+    row = session.get(BotState, key)
+    return None if row is None else row.value
+
+
+def set_state(session: Session, key: str, value: str) -> None:
+    row = session.get(BotState, key)
+    if row is None:
+        session.add(BotState(key=key, value=value, updated_at=utcnow()))
+    else:
+        row.value = value
+        row.updated_at = utcnow()
