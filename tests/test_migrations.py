@@ -1,0 +1,85 @@
+"""Alembic migrations: a fresh database lands at head, the models match the scripts, `chatsum db` reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from bot.cli import app
+from storage.db import Database
+from storage.migrate import current_revision, head_revision
+from storage.models import Base
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CHATSUM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_fresh_database_is_at_head_with_every_table(db: Database) -> None:
+    assert current_revision(db.engine) == head_revision(db.engine) is not None
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"chats", "users", "messages", "summaries", "alembic_version"} <= tables
+
+
+def test_models_and_migrations_agree(db: Database) -> None:
+    """A model change without a migration would make a fresh install differ from the code."""
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def test_sqlite_engine_settings(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    Database(url).dispose()
+    again = Database(url)  # start-up migrates again: must be a no-op
+    assert current_revision(again.engine) == head_revision(again.engine)
+    again.dispose()
+
+
+def test_db_current_and_upgrade_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'cli.db'}"
+    runner = CliRunner()
+
+    before = runner.invoke(app, ["--db", url, "db", "current"])
+    assert before.exit_code == 0
+    assert "revision none" in before.stdout and "behind" in before.stdout
+
+    up = runner.invoke(app, ["--db", url, "db", "upgrade"])
+    assert up.exit_code == 0 and "upgraded empty ->" in up.stdout
+
+    again = runner.invoke(app, ["--db", url, "db", "upgrade"])
+    assert again.exit_code == 0 and "already at" in again.stdout
+
+    after = runner.invoke(app, ["--db", url, "db", "current"])
+    database = Database(url, migrate=False)
+    head = head_revision(database.engine)
+    database.dispose()
+    assert after.exit_code == 0 and f"revision {head}, head {head} (up to date)" in after.stdout
+
+
+def test_unusable_database_url_is_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["--db", "not a url", "db", "current"])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("error: storage.url is not a valid SQLAlchemy URL")
+    assert bad.stderr.count("\n") == 1
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = runner.invoke(app, ["--db", f"sqlite:///{blocker / 'sub' / 'x.db'}", "chats"])
+    assert unwritable.exit_code == 1
+    assert unwritable.stderr.startswith("error: ") and "Traceback" not in unwritable.output
