@@ -27,12 +27,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.backends.base import BackendError
+
 CHUNK = 8 * 1024 * 1024
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-class WeightsError(Exception):
-    """Model weights are missing, unknown or damaged; the message says what to run to fix it."""
+class WeightsError(BackendError):
+    """Model weights are missing, unknown or damaged; the message says what to run to fix it.
+
+    A ``BackendError`` so that callers that guard a completion (bot handlers, the CLI) catch it too.
+    """
 
 
 @dataclass(frozen=True, slots=True)

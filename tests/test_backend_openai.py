@@ -13,10 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.config import parse_config
+from model.backends import clear_backends, get_backend
 from model.backends.base import Backend, BackendError, Turn
 from model.backends.openai_backend import OpenAIBackend
 
@@ -239,3 +242,19 @@ def test_count_tokens_falls_back_to_estimate_and_stops_probing(server: StandIn) 
     b.count_tokens("again and again")
     assert len(server.requests) == 1
     assert b.count_tokens("") == 0
+
+
+def test_registry_builds_the_configured_backend_once_per_process(
+    server: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATSUM_DATA_DIR", str(tmp_path))
+    clear_backends()
+    cfg = parse_config({"model": {"backend": "openai", "openai": {"base_url": server.url, "model": "m1"}}})
+    first = get_backend(cfg)
+    assert isinstance(first, OpenAIBackend) and first.model_id == "m1" and first.base_url == server.url
+    assert get_backend(cfg) is first
+    other = parse_config({"model": {"backend": "openai", "openai": {"base_url": server.url, "model": "m2"}}})
+    assert get_backend(other) is not first
+    clear_backends()
+    assert get_backend(cfg) is not first
+    clear_backends()
