@@ -237,7 +237,8 @@ def chats_cmd(ctx: typer.Context) -> None:
     _console().print(table)
 
 
-@app.command("windows")
+# Telegram group ids are negative: "-100123" must reach CHAT as a value, not be parsed as an option.
+@app.command("windows", context_settings={"ignore_unknown_options": True})
 def windows_cmd(
     ctx: typer.Context,
     chat: Annotated[str, typer.Argument(help="Chat: numeric id from `chatsum chats`, platform chat id, "

@@ -89,7 +89,7 @@ def test_delete_marks_the_row_and_drops_its_text(ingestor: Ingestor, db: Databas
         assert load_window_messages(s, rows(db)[0].chat_id) == []
 
 
-def test_opted_out_user_is_stored_as_placeholder_keeping_reply_chains(ingestor: Ingestor, db: Database) -> None:
+def test_opted_out_user_is_stored_as_placeholder_keeping_replies(ingestor: Ingestor, db: Database) -> None:
     with db.session() as s:
         user = set_opt_out(s, "telegram", "7", True, display_name="Olga")
         pk = user.id
@@ -181,7 +181,8 @@ def test_find_chat_by_every_reference(ingestor: Ingestor, db: Database) -> None:
     ingestor.ingest_batch([msg(1, chat="-100"), msg(1, chat="555")])
     with db.session() as s:
         team, other = s.scalars(select(Chat).order_by(Chat.id)).all()
-        s.execute(Chat.__table__.update().where(Chat.id == other.id).values(title="Random"))
+        other.title = "Random"
+        s.flush()
         assert find_chat(s, str(team.id)) is team
         assert find_chat(s, "-100") is team
         assert find_chat(s, "telegram:555") is other
