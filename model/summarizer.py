@@ -1,0 +1,478 @@
+"""The summarization pipeline: a window of messages in, a validated, grounded ``Summary`` out.
+
+Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the README):
+
+* **One constrained call per window** for ``chatsum``. The back-end decodes under the window's JSON
+  schema (``model.prompts.chatsum_schema``): a llama.cpp grammar makes the answer parse, caps every
+  string and list, and lets ``views`` name only the window's participants, each once per topic. The
+  answer writes ``overall`` first, which works as a plan of the topics before their details. A
+  two-stage variant (first topics with message ranges, then each topic) was weighed against it: with
+  the chat in a cached prefix the second stage is cheap to prefill, but it decodes the titles twice and
+  adds a round trip per topic, and on 2 cores decode time is what the 45 s budget runs out of.
+* **Validation, one repair, then ``SummaryError``.** A shape error goes back to the model with the
+  conversation so far (a cached prefix, so the retry pays only for its answer). An answer cut off at
+  the token limit is retried once asking for a shorter one; if that is cut off too, its complete topics
+  are kept and ``meta.extra["cut_off"]`` says so.
+* **Grounding** drops refs outside the window and speakers who are not participants, and counts them
+  (``meta.dropped_refs`` / ``dropped_speakers``); near-duplicate topics are merged (``merged_topics``).
+* **Long windows: map-reduce.** A window whose prompt would not fit ``context_length`` (minus the answer's
+  budget) is cut into contiguous, balanced chunks; refs stay the window's own numbers, so a chunk's
+  summary cites the window directly. *Map*: each chunk is summarized like a window. *Reduce*: the model
+  is shown only the chunk topics' titles and gists, numbered, and asked which belong together plus an
+  overall sentence (a short, constrained answer); the views, points and refs are then merged
+  *deterministically* from the chunk results. The reduce step thus cannot invent refs, and costs a few
+  seconds, not a second summarization. If it fails, a deterministic title-similarity merge is used
+  (``meta.extra["reduce"]`` tells which). Plain-text modes reduce by summarizing the chunk summaries.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.backends.base import Backend, BackendError, Completion, Turn
+from model.language import resolve_language
+from model.prompts import (
+    MAX_TOPICS,
+    PROMPT_VERSION,
+    TEXT_MODES,
+    build_group_turns,
+    build_merge_turns,
+    build_repair_turns,
+    build_turns,
+    chatsum_schema,
+    format_dialogue,
+    group_schema,
+    participants,
+)
+from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
+from model.validate import (
+    Drops,
+    OutputError,
+    copied_views,
+    ground_topics,
+    merge_similar_topics,
+    merge_topics,
+    parse_chatsum,
+    parse_groups,
+    salvage_cut_off,
+    topic_weight,
+)
+
+
+class SummaryError(Exception):
+    """No usable summary could be made; the message says why (and is safe to show a chat admin)."""
+
+
+#: Chat-template tokens a turn costs beyond its text (role markers); generous for Qwen/SmolLM2 templates.
+TURN_OVERHEAD_TOKENS = 8
+#: Plain-text modes answer in one to three sentences.
+TEXT_MAX_TOKENS = 200
+
+
+@dataclass
+class _Usage:
+    """Token and time counters summed over every model call behind one summary."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    cut_off: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, c: Completion) -> None:
+        self.calls += 1
+        self.prompt_tokens += c.prompt_tokens
+        self.completion_tokens += c.completion_tokens
+        self.prefill_tokens += int(c.extra.get("prefill_tokens", 0))
+        self.prefill_seconds += float(c.extra.get("prefill_seconds", 0.0))
+        self.decode_tokens += int(c.extra.get("decode_tokens", 0))
+        self.decode_seconds += float(c.extra.get("decode_seconds", 0.0))
+
+
+class Summarizer:
+    """Summaries of conversation windows with one back-end; cheap to build, the back-end loads lazily.
+
+    ``language`` is ``"auto"`` (detected per window) or a code that forces the summary's language.
+    ``few_shot=False`` leaves out the in-context examples (for a fine-tuned model).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        language: str = "auto",
+        max_new_tokens: int = 1024,
+        few_shot: bool = True,
+        temperature: float = 0.0,
+    ) -> None:
+        if max_new_tokens < 16:
+            raise ValueError(f"max_new_tokens must be at least 16, got {max_new_tokens}")
+        self.backend = backend
+        self.language = language
+        self.max_new_tokens = max_new_tokens
+        self.few_shot = few_shot
+        self.temperature = temperature
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    def summarize(
+        self, messages: Sequence[ChatMessage], mode: str = "chatsum", focus: str | None = None
+    ) -> Summary:
+        """Summarize one window. Raises ``SummaryError`` (with a reason) when no usable summary results."""
+        start = time.perf_counter()
+        messages = _check_window(messages)
+        if mode not in MODES:
+            raise SummaryError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        if mode == "aspect" and not (focus and focus.strip()):
+            raise SummaryError("mode 'aspect' needs a focus (what to summarize about)")
+        language = resolve_language(self.language, (m.text for m in messages))
+        usage = _Usage()
+        drops = Drops()
+        chunks = self._chunk(messages, mode, language, focus)
+        meta_extra: dict[str, Any] = {}
+        repaired = False
+        merged = 0
+        if mode == "chatsum":
+            results = [self._chatsum_once(chunk, language, usage) for chunk in chunks]
+            repaired = any(r.repaired for r in results)
+            for r in results:
+                drops.add(r.drops)
+            if len(results) == 1:
+                topics, overall = results[0].topics, results[0].overall
+            else:
+                topics, overall, how = self._reduce_chatsum(results, language, usage)
+                meta_extra["reduce"] = how
+            topics, merged = merge_similar_topics(topics)
+            if len(topics) > MAX_TOPICS:
+                meta_extra["dropped_topics"] = len(topics) - MAX_TOPICS
+                keep = sorted(range(len(topics)), key=lambda i: -topic_weight(topics[i]))[:MAX_TOPICS]
+                topics = [topics[i] for i in sorted(keep)]
+            summary = Summary(topics=topics, overall=overall)
+        else:
+            texts = [self._text_once(chunk, mode, language, focus, usage) for chunk in chunks]
+            repaired = any(t[1] for t in texts)
+            overall = (
+                texts[0][0]
+                if len(texts) == 1
+                else self._reduce_text([t[0] for t in texts], mode, language, focus, usage)
+            )
+            summary = Summary(topics=[], overall=overall)
+        if mode == "chatsum":
+            copied, total = copied_views(summary, messages)
+            meta_extra["copied_views"] = copied
+            meta_extra["views"] = total
+        meta_extra.update(
+            calls=usage.calls,
+            prefill_tokens=usage.prefill_tokens,
+            prefill_seconds=round(usage.prefill_seconds, 3),
+            decode_tokens=usage.decode_tokens,
+            decode_seconds=round(usage.decode_seconds, 3),
+            cut_off=usage.cut_off,
+            folded_views=drops.folded_views,
+        )
+        if drops.details:
+            meta_extra["drop_details"] = drops.details[:20]
+        if usage.notes:
+            meta_extra["notes"] = usage.notes
+        summary.meta = SummaryMeta(
+            model_id=getattr(self.backend, "model_id", ""),
+            backend=getattr(self.backend, "name", ""),
+            prompt_version=PROMPT_VERSION,
+            mode=mode,
+            language=language,
+            focus=focus if mode == "aspect" else None,
+            message_count=len(messages),
+            chunks=len(chunks),
+            repaired=repaired,
+            dropped_refs=drops.refs,
+            dropped_speakers=drops.speakers,
+            merged_topics=merged,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            seconds=round(time.perf_counter() - start, 3),
+            extra=meta_extra,
+        )
+        return summary
+
+    # -- budgets and chunks ---------------------------------------------------------------------------
+
+    def answer_budget(self, mode: str) -> int:
+        return self.max_new_tokens if mode == "chatsum" else min(self.max_new_tokens, TEXT_MAX_TOKENS)
+
+    def count_turns(self, turns: Sequence[Turn]) -> int:
+        """Prompt size of a conversation under the back-end's tokenizer (text plus template overhead)."""
+        return sum(self.backend.count_tokens(t.content) + TURN_OVERHEAD_TOKENS for t in turns)
+
+    def _chunk(
+        self, messages: Sequence[ChatMessage], mode: str, language: str, focus: str | None
+    ) -> list[list[ChatMessage]]:
+        """The window itself if its prompt fits; else contiguous chunks of balanced size that each fit."""
+        budget = self.backend.context_length - self.answer_budget(mode) - 16
+        turns = build_turns(messages, mode, language, focus, few_shot=self.few_shot)
+        if self.count_turns(turns) <= budget:
+            return [list(messages)]
+        # Fixed cost: the prompt around a one-message chat, minus that message's line.
+        one = build_turns(messages[:1], mode, language, focus, few_shot=self.few_shot)
+        line_costs = [self.backend.count_tokens(_line(m, language)) + 1 for m in messages]
+        fixed = self.count_turns(one) - line_costs[0]
+        room = budget - fixed
+        if room < 64:
+            raise SummaryError(
+                f"the model's context ({self.backend.context_length} tokens) is too small for the "
+                f"instructions plus any chat (needs about {fixed + 64 + self.answer_budget(mode)}); "
+                "use a larger n_ctx or few_shot=False"
+            )
+        return balanced_chunks(messages, line_costs, room, shorten=lambda m, n: _shorten(m, n, language))
+
+    # -- chatsum --------------------------------------------------------------------------------------
+
+    def _complete(
+        self, turns: list[Turn], usage: _Usage, *, max_tokens: int, schema: dict[str, Any] | None
+    ) -> Completion:
+        try:
+            completion = self.backend.complete(
+                turns, max_tokens=max_tokens, json_schema=schema, temperature=self.temperature
+            )
+        except BackendError as err:
+            raise SummaryError(
+                f"the {getattr(self.backend, 'name', 'model')} back-end failed: {err}"
+            ) from err
+        usage.add(completion)
+        return completion
+
+    def _chatsum_once(self, messages: list[ChatMessage], language: str, usage: _Usage) -> _ChunkResult:
+        speakers = participants(messages)
+        max_ref = max(m.ref for m in messages)
+        schema = chatsum_schema(speakers, max_ref, language)
+        turns = build_turns(messages, "chatsum", language, few_shot=self.few_shot)
+        completion = self._complete(turns, usage, max_tokens=self.max_new_tokens, schema=schema)
+        try:
+            raw = _parse_complete(completion)
+            repaired = False
+        except OutputError as err:
+            cut = completion.finish_reason == "length"
+            usage.notes.append(f"repair: {err}")
+            retry = build_repair_turns(turns, completion.text, str(err), language, shorter=cut)
+            schema2 = chatsum_schema(speakers, max_ref, language, max_topics=3) if cut else schema
+            second = self._complete(retry, usage, max_tokens=self.max_new_tokens, schema=schema2)
+            try:
+                raw = _parse_complete(second)
+            except OutputError as err2:
+                salvaged = _salvage(second) or _salvage(completion)
+                if salvaged is None:
+                    raise SummaryError(
+                        f"the model's answer was unusable twice: first {err}; after repair {err2}"
+                    ) from None
+                usage.cut_off = True
+                raw = salvaged
+            repaired = True
+        topics, drops = ground_topics(raw, messages)
+        return _ChunkResult(
+            topics=topics, overall=" ".join(raw.overall.split()), drops=drops, repaired=repaired
+        )
+
+    def _reduce_chatsum(
+        self, results: Sequence[_ChunkResult], language: str, usage: _Usage
+    ) -> tuple[list[Topic], str, str]:
+        """Merge chunk topics across chunks: the model groups them, the contents merge deterministically."""
+        items: list[tuple[int, Topic]] = [(i + 1, t) for i, r in enumerate(results) for t in r.topics]
+        fallback_overall = " ".join(r.overall for r in results if r.overall)
+        if len(items) <= 1:
+            return [t for _, t in items], fallback_overall, "none"
+        part_topics = [(part, t.title, _gist(t)) for part, t in items]
+        turns = build_group_turns(part_topics, language)
+        try:
+            completion = self._complete(
+                turns,
+                usage,
+                max_tokens=min(self.max_new_tokens, 400),
+                schema=group_schema(len(items), language),
+            )
+            groups = parse_groups(completion.text)
+        except (OutputError, SummaryError) as err:
+            usage.notes.append(f"reduce fell back to title similarity: {err}")
+            topics, _ = merge_similar_topics([t for _, t in items], threshold=0.6)
+            return topics, fallback_overall, "titles"
+        used: set[int] = set()
+        merged: list[Topic] = []
+        for g in groups.topics:
+            ids = [i for i in dict.fromkeys(g.ids) if 1 <= i <= len(items) and i not in used]
+            if not ids:
+                continue
+            used.update(ids)
+            merged.append(merge_topics([items[i - 1][1] for i in ids], title=" ".join(g.title.split())))
+        # A part-topic the model forgot is kept, not lost.
+        merged.extend(items[i - 1][1] for i in range(1, len(items) + 1) if i not in used)
+        overall = " ".join(groups.overall.split()) or fallback_overall
+        return merged, overall, "model"
+
+    # -- plain-text modes -----------------------------------------------------------------------------
+
+    def _text_once(
+        self, messages: list[ChatMessage], mode: str, language: str, focus: str | None, usage: _Usage
+    ) -> tuple[str, bool]:
+        turns = build_turns(messages, mode, language, focus, few_shot=self.few_shot)
+        completion = self._complete(turns, usage, max_tokens=self.answer_budget(mode), schema=None)
+        text = clean_text_answer(completion.text, cut_off=completion.finish_reason == "length")
+        if text:
+            return text, False
+        retry = build_repair_turns(turns, completion.text, "empty", language, json_answer=False)
+        second = self._complete(retry, usage, max_tokens=self.answer_budget(mode), schema=None)
+        text = clean_text_answer(second.text, cut_off=second.finish_reason == "length")
+        if not text:
+            raise SummaryError("the model returned an empty summary twice")
+        return text, True
+
+    def _reduce_text(
+        self, parts: list[str], mode: str, language: str, focus: str | None, usage: _Usage
+    ) -> str:
+        """Summaries of chunks into one; in rounds when even the partial summaries do not fit."""
+        budget = self.backend.context_length - self.answer_budget(mode) - 16
+        while len(parts) > 1:
+            batch = list(parts)
+            while (
+                len(batch) > 2 and self.count_turns(build_merge_turns(batch, mode, language, focus)) > budget
+            ):
+                batch = batch[: max(2, len(batch) // 2)]
+            turns = build_merge_turns(batch, mode, language, focus)
+            completion = self._complete(turns, usage, max_tokens=self.answer_budget(mode), schema=None)
+            merged = clean_text_answer(completion.text, cut_off=completion.finish_reason == "length")
+            parts = [merged or " ".join(batch), *parts[len(batch) :]]
+        return parts[0]
+
+
+@dataclass
+class _ChunkResult:
+    topics: list[Topic]
+    overall: str
+    drops: Drops
+    repaired: bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers (pure, tested directly)
+
+
+def _check_window(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    if not messages:
+        raise SummaryError("nothing to summarize: the window has no messages")
+    seen: set[int] = set()
+    for m in messages:
+        if m.ref in seen:
+            raise SummaryError(f"message ref {m.ref} appears twice in the window; refs must be unique")
+        seen.add(m.ref)
+    if not any(m.text.strip() for m in messages):
+        raise SummaryError("nothing to summarize: every message in the window is empty")
+    return list(messages)
+
+
+def _line(message: ChatMessage, language: str) -> str:
+    return format_dialogue([message], language).split("\n")[1]
+
+
+def _shorten(message: ChatMessage, max_tokens: int, language: str) -> ChatMessage:
+    """A message cut to roughly ``max_tokens`` (about 3 characters a token, 1 for CJK), marked as cut."""
+    per_token = 1 if language in ("zh", "ja", "ko") else 3
+    keep = max(8, max_tokens * per_token - 16)
+    return message.model_copy(update={"text": message.text[:keep] + " […]"})
+
+
+def balanced_chunks(
+    messages: Sequence[ChatMessage],
+    costs: Sequence[int],
+    room: int,
+    *,
+    shorten: Callable[[ChatMessage, int], ChatMessage] | None = None,
+) -> list[list[ChatMessage]]:
+    """Contiguous chunks, each costing at most ``room``, as even in size as greedy packing allows.
+
+    Greedy packing alone leaves a runt last chunk (a topic summarized from three messages); aiming at
+    ``total / k`` per chunk, where ``k`` is the fewest chunks that can fit, avoids that. A message that
+    alone exceeds ``room`` is shortened (``shorten``) rather than refused.
+    """
+    if room <= 0:
+        raise ValueError("room must be positive")
+    items: list[tuple[ChatMessage, int]] = []
+    for m, c in zip(messages, costs, strict=True):
+        if c > room:
+            if shorten is None:
+                raise SummaryError(f"message {m.ref} alone ({c} tokens) exceeds a chunk ({room} tokens)")
+            m, c = shorten(m, room), room
+        items.append((m, c))
+    total = sum(c for _, c in items)
+    k = max(1, math.ceil(total / room))
+    target = min(room, math.ceil(total / k))
+    chunks: list[list[ChatMessage]] = [[]]
+    used = 0
+    for m, c in items:
+        if chunks[-1] and (used + c > room or (used >= target and len(chunks) < k)):
+            chunks.append([])
+            used = 0
+        chunks[-1].append(m)
+        used += c
+    return chunks
+
+
+def _parse_complete(completion: Completion) -> Any:
+    if completion.finish_reason == "length":
+        raise OutputError(
+            f"the answer was cut off at the token limit ({completion.completion_tokens} tokens); "
+            "write fewer topics and shorter sentences"
+        )
+    return parse_chatsum(completion.text)
+
+
+def _salvage(completion: Completion) -> Any:
+    closed = salvage_cut_off(completion.text)
+    if closed is None:
+        return None
+    try:
+        return parse_chatsum(closed)
+    except OutputError:
+        return None
+
+
+def _gist(topic: Topic) -> str:
+    """What a chunk topic is about, in a few words, for the reduce step's list."""
+    if topic.key_points:
+        text = " ".join(p.text for p in topic.key_points[:2])
+    else:
+        text = " ".join(p.view for p in topic.participants[:2])
+    words = text.split()
+    return " ".join(words[:30]) if len(words) > 1 else text[:60]
+
+
+_LEAD = re.compile(r"^\s*(?:summary|摘要|总结)\s*[:：]\s*", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
+
+
+def clean_text_answer(text: str, *, cut_off: bool = False) -> str:
+    """A plain-text answer without a "Summary:" lead, quotes or a sentence broken by the token limit."""
+    text = _LEAD.sub("", text.strip())
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
+        text = text[1:-1].strip()
+    text = " ".join(text.split())
+    if cut_off:
+        ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+        if ends:
+            text = text[: ends[-1]]
+    return text
+
+
+__all__ = [
+    "MODES",
+    "TEXT_MODES",
+    "Summarizer",
+    "SummaryError",
+    "balanced_chunks",
+    "clean_text_answer",
+]

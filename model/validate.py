@@ -1,0 +1,411 @@
+"""From the model's compact JSON to a trustworthy ``Summary``.
+
+The model's answer is checked in two layers:
+
+1. **Shape** (``parse_chatsum``): is it JSON, does it have topics with titles, views and points? A
+   failure here is an ``OutputError`` whose message is fed back to the model for its one repair try.
+2. **Grounding** (``ground_topics``): refs must point at messages of the window, speakers and action
+   owners must be participants of it. What does not hold is *dropped and counted*, never guessed at —
+   a summary that cites message 212 of a 200-message window, or quotes someone who was not there, is
+   worse than a shorter one. A speaker named twice in one topic is folded into one entry (the schema
+   forbids it under a grammar, but not every back-end has one).
+
+Then ``merge_similar_topics`` folds near-duplicate topics (the same subject under two titles, or the
+same subject found in two chunks of a long window) into one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.schema import ActionItem, ChatMessage, KeyPoint, ParticipantView, Summary, Topic
+
+
+class OutputError(ValueError):
+    """The model's answer is unusable as it stands; the message says why, for the repair prompt."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shape: the model-facing JSON (mirror of ``model.prompts.chatsum_schema``), lenient where harmless
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class RawPoint(_Raw):
+    text: str = Field(min_length=1)
+    refs: list[int] = Field(default_factory=list)
+
+    @field_validator("refs", mode="before")
+    @classmethod
+    def _refs(cls, v: Any) -> Any:
+        # "refs": 7 or "refs": ["7", "[8]"] from an unconstrained back-end: keep what is a number.
+        items = v if isinstance(v, list) else [v]
+        out: list[int] = []
+        for item in items:
+            if isinstance(item, bool):
+                continue
+            if isinstance(item, int):
+                out.append(item)
+            elif isinstance(item, str) and (m := re.search(r"\d+", item)):
+                out.append(int(m.group()))
+        return out
+
+
+class RawAction(RawPoint):
+    owner: str | None = None
+
+
+class RawView(_Raw):
+    name: str
+    view: str = Field(min_length=1)
+
+
+class RawTopic(_Raw):
+    title: str = Field(min_length=1)
+    views: dict[str, str] | list[RawView] = Field(default_factory=dict)
+    points: list[RawPoint] = Field(default_factory=list)
+    decisions: list[RawPoint] = Field(default_factory=list)
+    actions: list[RawAction] = Field(default_factory=list)
+
+    def view_pairs(self) -> list[tuple[str, str]]:
+        if isinstance(self.views, dict):
+            return [(k, v) for k, v in self.views.items()]
+        return [(v.name, v.view) for v in self.views]
+
+
+class RawChatSum(_Raw):
+    overall: str = ""
+    topics: list[RawTopic] = Field(min_length=1)
+
+
+class RawGroups(_Raw):
+    class Group(_Raw):
+        title: str = Field(min_length=1)
+        ids: list[int] = Field(min_length=1)
+
+    overall: str = ""
+    topics: list[Group] = Field(min_length=1)
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
+
+
+def extract_json(text: str) -> Any:
+    """The JSON object in an answer; tolerates code fences and chatter around it (unconstrained back-ends)."""
+    stripped = _FENCE.sub("", text.strip())
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError as first:
+        start, end = stripped.find("{"), stripped.rfind("}")
+        if 0 <= start < end:
+            try:
+                return json.loads(stripped[start : end + 1])
+            except json.JSONDecodeError:
+                pass
+        if not stripped:
+            raise OutputError("the answer was empty") from None
+        raise OutputError(f"not valid JSON ({first.msg} at character {first.pos})") from None
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "answer"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_chatsum(text: str) -> RawChatSum:
+    """Parse and shape-check a chatsum answer; ``OutputError`` says what was wrong."""
+    data = extract_json(text)
+    if not isinstance(data, dict):
+        raise OutputError("the answer must be a JSON object with 'overall' and 'topics'")
+    try:
+        return RawChatSum.model_validate(data)
+    except ValidationError as err:
+        raise OutputError(_describe(err)) from None
+
+
+def parse_groups(text: str) -> RawGroups:
+    data = extract_json(text)
+    try:
+        return RawGroups.model_validate(data)
+    except ValidationError as err:
+        raise OutputError(_describe(err)) from None
+
+
+def salvage_cut_off(text: str) -> str | None:
+    """Close a chatsum answer that hit the token limit after its last *complete* topic.
+
+    Only whole topics survive; returns None when not even one topic was finished. The caller records
+    that the answer was cut off, so this never hides a truncation.
+    """
+    depth = 0
+    in_string = escaped = False
+    last_topic_end = -1
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if ch == "}" and depth == 2:
+                last_topic_end = i
+    if last_topic_end < 0:
+        return None
+    return text[: last_topic_end + 1] + "]}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grounding
+
+
+@dataclass
+class Drops:
+    """What grounding threw away, for ``SummaryMeta``."""
+
+    refs: int = 0
+    speakers: int = 0
+    folded_views: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def add(self, other: Drops) -> None:
+        self.refs += other.refs
+        self.speakers += other.speakers
+        self.folded_views += other.folded_views
+        self.details.extend(other.details)
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _norm_name(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().lstrip("@").casefold()
+
+
+def _speaker_index(messages: Sequence[ChatMessage]) -> dict[str, str]:
+    """Normalised name → participant's name as written, so 'alice' or '@Alice' still count as Alice."""
+    index: dict[str, str] = {}
+    for m in messages:
+        index.setdefault(_norm_name(m.speaker), m.speaker)
+    return index
+
+
+def _keep_refs(refs: Iterable[int], valid: set[int], drops: Drops) -> list[int]:
+    kept: list[int] = []
+    for r in refs:
+        if r in valid:
+            if r not in kept:
+                kept.append(r)
+        else:
+            drops.refs += 1
+            drops.details.append(f"ref {r} is not in the window")
+    return sorted(kept)
+
+
+def join_views(first: str, second: str, *, max_words: int = 30) -> str:
+    """One view from two of the same person: both if short enough, else the later (their latest stance)."""
+    if not first or _norm_text(first) == _norm_text(second):
+        return second or first
+    joined = f"{first.rstrip(' .;。；')}; {second}"
+    return joined if _word_count(joined) <= max_words else second
+
+
+def ground_topics(raw: RawChatSum, messages: Sequence[ChatMessage]) -> tuple[list[Topic], Drops]:
+    """Map the compact answer into ``Topic``s, keeping only what the window can back up."""
+    valid_refs = {m.ref for m in messages}
+    names = _speaker_index(messages)
+    drops = Drops()
+    topics: list[Topic] = []
+    for rt in raw.topics:
+        views: dict[str, str] = {}
+        for name, view in rt.view_pairs():
+            speaker = names.get(_norm_name(name))
+            view = _clean(view)
+            if speaker is None:
+                drops.speakers += 1
+                drops.details.append(f"speaker {name!r} is not a participant")
+                continue
+            if not view:
+                continue
+            if speaker in views:
+                drops.folded_views += 1
+                views[speaker] = join_views(views[speaker], view)
+            else:
+                views[speaker] = view
+        points = [
+            KeyPoint(text=_clean(p.text), message_refs=_keep_refs(p.refs, valid_refs, drops))
+            for p in rt.points
+        ]
+        decisions = [
+            KeyPoint(text=_clean(p.text), message_refs=_keep_refs(p.refs, valid_refs, drops))
+            for p in rt.decisions
+        ]
+        actions: list[ActionItem] = []
+        for a in rt.actions:
+            owner = names.get(_norm_name(a.owner)) if a.owner else None
+            if a.owner and owner is None:
+                drops.speakers += 1
+                drops.details.append(f"action owner {a.owner!r} is not a participant")
+            actions.append(
+                ActionItem(
+                    text=_clean(a.text), owner=owner, message_refs=_keep_refs(a.refs, valid_refs, drops)
+                )
+            )
+        topics.append(
+            Topic(
+                title=_clean(rt.title),
+                participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
+                key_points=[p for p in points if p.text],
+                decisions=[d for d in decisions if d.text],
+                action_items=[a for a in actions if a.text],
+            )
+        )
+    return topics, drops
+
+
+# ---------------------------------------------------------------------------------------------------
+# Near-duplicate topics
+
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7af]")
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_STOP = frozenset(
+    {"a", "an", "the", "of", "on", "for", "and", "to", "in", "with", "about", "re", "new", "our", "its"}
+    | {"is", "are", "at", "by", "from", "vs", "的", "和", "与", "及"}
+)
+
+
+def _norm_text(text: str) -> str:
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def _word_count(text: str) -> int:
+    return len(_CJK_CHAR.findall(text)) // 2 + len([w for w in _WORD.findall(_CJK_CHAR.sub(" ", text))])
+
+
+def _title_tokens(title: str) -> set[str]:
+    norm = unicodedata.normalize("NFKC", title).casefold()
+    han = "".join(_CJK_CHAR.findall(norm))
+    tokens = {w.rstrip("s") if len(w) > 3 else w for w in _WORD.findall(_CJK_CHAR.sub(" ", norm))}
+    tokens |= {han[i : i + 2] for i in range(len(han) - 1)} if len(han) > 1 else set(han)
+    return {t for t in tokens if t and t not in _STOP}
+
+
+def title_similarity(a: str, b: str) -> float:
+    """0..1: the larger of token Jaccard (CJK by character bigrams) and a character-sequence ratio."""
+    ta, tb = _title_tokens(a), _title_tokens(b)
+    jaccard = len(ta & tb) / len(ta | tb) if ta and tb else 0.0
+    ratio = difflib.SequenceMatcher(None, _norm_text(a), _norm_text(b)).ratio()
+    return max(jaccard, ratio)
+
+
+def _refs_of(topic: Topic) -> set[int]:
+    refs: set[int] = set()
+    for p in [*topic.key_points, *topic.decisions]:
+        refs.update(p.message_refs)
+    for a in topic.action_items:
+        refs.update(a.message_refs)
+    return refs
+
+
+def merge_topics(topics: Sequence[Topic], title: str | None = None) -> Topic:
+    """One topic from several about the same subject: views joined per speaker, points concatenated."""
+    views: dict[str, str] = {}
+    points: list[KeyPoint] = []
+    decisions: list[KeyPoint] = []
+    actions: list[ActionItem] = []
+    seen_points: set[str] = set()
+    for t in topics:
+        for p in t.participants:
+            views[p.speaker] = join_views(views.get(p.speaker, ""), p.view)
+        for kp in t.key_points:
+            if _norm_text(kp.text) not in seen_points:
+                seen_points.add(_norm_text(kp.text))
+                points.append(kp)
+        decisions.extend(t.decisions)
+        actions.extend(t.action_items)
+    return Topic(
+        title=title or topics[0].title,
+        participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
+        key_points=points,
+        decisions=decisions,
+        action_items=actions,
+    )
+
+
+def merge_similar_topics(topics: Sequence[Topic], *, threshold: float = 0.75) -> tuple[list[Topic], int]:
+    """Fold topics whose titles say the same thing; returns the topics and how many were folded in.
+
+    Titles are the signal because they name the subject; the threshold (0.75) was chosen so that
+    "Staging 502 errors" / "Staging errors" merge while "Release date" / "Release notes" do not.
+    """
+    groups: list[list[Topic]] = []
+    for topic in topics:
+        for group in groups:
+            if title_similarity(group[0].title, topic.title) >= threshold:
+                group.append(topic)
+                break
+        else:
+            groups.append([topic])
+    merged = [g[0] if len(g) == 1 else merge_topics(g) for g in groups]
+    return merged, len(topics) - len(merged)
+
+
+def topic_weight(topic: Topic) -> int:
+    """How much of the chat a topic covers, to keep the biggest when there are too many."""
+    return len(_refs_of(topic)) + len(topic.participants)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Quality signal: is a view a copied message?
+
+
+def _words(text: str) -> list[str]:
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    return _CJK_CHAR.findall(norm) + _WORD.findall(_CJK_CHAR.sub(" ", norm))
+
+
+def view_copy_ratio(view: str, messages: Sequence[ChatMessage]) -> float:
+    """Largest share of the view's words (CJK: characters) that one single message contains."""
+    words = _words(view)
+    if not words:
+        return 0.0
+    best = 0.0
+    for m in messages:
+        pool = set(_words(m.text))
+        if pool:
+            best = max(best, sum(1 for w in words if w in pool) / len(words))
+    return best
+
+
+def copied_views(
+    summary: Summary, messages: Sequence[ChatMessage], *, threshold: float = 0.8
+) -> tuple[int, int]:
+    """(views whose words are >= ``threshold`` one single message, all views) — the ChatSum copy metric."""
+    total = copied = 0
+    for topic in summary.topics:
+        for p in topic.participants:
+            total += 1
+            if view_copy_ratio(p.view, messages) >= threshold:
+                copied += 1
+    return copied, total
