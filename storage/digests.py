@@ -90,3 +90,10 @@ def set_state(session: Session, key: str, value: str) -> None:
     else:
         row.value = value
         row.updated_at = utcnow()
+
+
+def release_digest(session: Session, run_id: int) -> None:
+    """Give back a claim that posted nothing (the model was busy), so a later tick may try again."""
+    run = session.get(DigestRun, run_id)
+    if run is not None and run.status == "claimed":
+        session.delete(run)
