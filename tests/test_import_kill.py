@@ -33,7 +33,8 @@ def generate_export(path: Path, total: int = TOTAL, seed: int = 7) -> dict[str, 
     """Write a one-chat Telegram Desktop export; return the expected text of a sample of message ids."""
     rng = random.Random(seed)
     start = datetime(2023, 1, 1, tzinfo=UTC)
-    words = "deploy review lunch budget release bug ticket meeting tomorrow maybe agreed later".split()
+    words = ["deploy", "review", "lunch", "budget", "release", "bug", "ticket", "meeting", "tomorrow",
+             "maybe", "agreed", "later"]
     messages: list[dict[str, Any]] = []
     expected: dict[str, str] = {}
     when = start
@@ -88,7 +89,8 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_full_set(tmp_path: Path) ->
     db_file = tmp_path / "kill.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CHATSUM_DATA_DIR": str(tmp_path / "data")}
     env.pop("CHATSUM_CONFIG", None)
-    args = ("--db", f"sqlite:///{db_file}", "import", str(export), "--batch-size", str(BATCH), "--no-progress")
+    args = ("--db", f"sqlite:///{db_file}", "import", str(export),
+            "--batch-size", str(BATCH), "--no-progress")
 
     proc = subprocess.Popen(chatsum(*args), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -116,8 +118,8 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_full_set(tmp_path: Path) ->
         assert len(ids) == TOTAL
         assert set(ids) == {str(i) for i in range(1, TOTAL + 1)}  # every message, none twice
         for mid, text in expected_text.items():
-            (stored,) = conn.execute("SELECT text FROM messages WHERE platform_message_id = ?", (mid,)).fetchone()
-            assert stored == text
+            row = conn.execute("SELECT text FROM messages WHERE platform_message_id = ?", (mid,)).fetchone()
+            assert row == (text,)
         assert conn.execute("SELECT count(*) FROM chats").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == len(PEOPLE)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
