@@ -36,7 +36,8 @@ def workspace() -> SlackExport:
                slack_msg(T[4], "", user=None, subtype="bot_message", bot_id="B1", username="deploybot",
                          attachments=[{"fallback": "Deploy succeeded", "color": "good"}]),
                slack_msg(T[5], "screenshot of the bug", subtype="file_share",
-                         files=[{"id": "F1", "name": "bug.png", "title": "bug.png", "mimetype": "image/png"}]),
+                         files=[{"id": "F1", "name": "bug.png", "title": "bug.png",
+                                 "mimetype": "image/png"}]),
                slack_msg(T[6], "", files=[{"id": "F2", "name": "report.pdf", "title": "Q1 report",
                                            "mimetype": "application/pdf"}]),
                slack_msg(T[7], "typo fixed", edited={"user": "U1", "ts": slack_ts(7 * 60 + 30)}),
@@ -83,8 +84,8 @@ def test_workspace_folder(tmp_path: Path, db: Database, ingestor: Ingestor) -> N
     g = {n: rows[("C1", T[n])] for n in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 17)}
 
     assert g[0]["kind"] == "service" and g[0]["text"] == "@Bob Baker has joined the channel"
-    assert g[1]["text"] == ("Deploy plan? @here see the plan (https://example.org/plan) in #random cc @alice.a "
-                            "& #random <3 ops@example.org https://example.org/raw")
+    assert g[1]["text"] == ("Deploy plan? @here see the plan (https://example.org/plan) in #random "
+                            "cc @alice.a & #random <3 ops@example.org https://example.org/raw")
     assert g[1]["sender_id"] == "U1" and g[1]["sender_name"] == "alice.a"
     assert g[1]["sent_at"] == when(1)
     assert (g[1]["thread_id"], g[1]["reply_to"]) == (T[1], None)

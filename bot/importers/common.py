@@ -21,6 +21,13 @@ class EntryError(Exception):
     """One entry cannot be imported; becomes a ``Rejection`` and the import goes on."""
 
 
+def digits(text: str) -> int | None:
+    """ASCII digits only, and few enough to be a timestamp (``int`` would accept "٣" and 5,000 digits)."""
+    if 0 < len(text) <= 15 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def from_unix(seconds: int, micros: int = 0, *, what: str = "date") -> datetime:
     """Seconds since the epoch (UTC) to naive UTC, refusing values no chat could have."""
     if seconds < 0:
@@ -51,6 +58,27 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+MAX_ID_CHARS = 128  # the width of every platform id column
+
+
+def clean_id(value: str, what: str) -> str:
+    """An id is stored and compared verbatim, so one that would need repair is refused, not altered."""
+    if (not value or len(value) > MAX_ID_CHARS or "\x00" in value or value != value.strip()
+            or not _encodable(value)):
+        raise EntryError(f"{what} {_short(value)!r} is not a usable id")
+    return value
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def clean_text(text: str, problems: list[str]) -> str:
     """Make ``text`` storable and say what was changed: NULs dropped, lone surrogates replaced, length cut.
 
@@ -59,13 +87,10 @@ def clean_text(text: str, problems: list[str]) -> str:
     if "\x00" in text:
         problems.append(f"{text.count(chr(0))} NUL character(s) removed")
         text = text.replace("\x00", "")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            n = len(_SURROGATE.findall(text))
-            problems.append(f"{n} lone surrogate(s) replaced with U+FFFD")
-            text = _SURROGATE.sub("\ufffd", text)
+    if not _encodable(text):
+        n = len(_SURROGATE.findall(text))
+        problems.append(f"{n} lone surrogate(s) replaced with U+FFFD")
+        text = _SURROGATE.sub("\ufffd", text)
     if len(text) > MAX_TEXT_CHARS:
         problems.append(f"text is {len(text):,} characters; kept the first {MAX_TEXT_CHARS:,} with a marker")
         text = text[: MAX_TEXT_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER

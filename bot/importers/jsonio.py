@@ -48,8 +48,11 @@ def load_json(data: bytes, label: str) -> Any:
 
 def _describe(exc: json.JSONDecodeError, text: str) -> str:
     where = f"line {exc.lineno}, column {exc.colno}"
-    if exc.pos >= len(text.rstrip()):
-        return f"is not complete JSON (it ends early, at {where}); the file looks truncated — export it again"
+    stripped = text.rstrip()
+    if exc.pos >= len(stripped) or (stripped[:1] in "[{" and stripped[-1:] not in "]}"):
+        end = f"line {stripped.count(chr(10)) + 1}"
+        return (f"is not complete JSON (it stops at {end}, inside an unfinished value at {where}); "
+                "the file looks truncated — export it again")
     if exc.pos == 0 or (exc.pos == len(text) - len(text.lstrip())):
         return "is not JSON (it does not start with '{' or '[')"
     return f"is not valid JSON: {exc.msg} at {where}"

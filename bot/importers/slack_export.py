@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from bot.importers.common import EntryError, clean_name, clean_text, from_unix
+from bot.importers.common import EntryError, clean_id, clean_name, clean_text, digits, from_unix
 from bot.importers.jsonio import load_json
 from bot.importers.report import ExportError, Notice, Rejection
 from bot.importers.slack_markup import render
@@ -67,13 +67,17 @@ def parse_ts(value: Any, what: str = "ts") -> tuple[str, datetime]:
     """Slack's ``"1700000000.000100"`` to (the id string, naive UTC time) without float rounding."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
+    if value is None:
+        raise EntryError(f"has no '{what}'")
     if not isinstance(value, str):
-        raise EntryError(f"has no usable '{what}' ({value!r})")
-    seconds, _, frac = value.partition(".")
-    if not seconds.isdigit() or (frac and not frac.isdigit()):
+        raise EntryError(f"'{what}' {repr(value)[:40]} is not a Slack timestamp")
+    whole, _, frac = value.partition(".")
+    seconds = digits(whole)
+    micros = digits((frac + "000000")[:6]) if frac else 0
+    if (seconds is None or micros is None or len(value) > 40
+            or (frac and not (frac.isascii() and frac.isdigit()))):
         raise EntryError(f"bad '{what}': {value[:40]!r} is not a Slack timestamp")
-    micros = int((frac + "000000")[:6]) if frac else 0
-    return value, from_unix(int(seconds), micros, what=what)
+    return value, from_unix(seconds, micros, what=what)
 
 
 class SlackExport:
@@ -133,6 +137,11 @@ class SlackExport:
                                                 "has no 'id'"))
                     continue
                 cid: str = c["id"]
+                try:
+                    clean_id(cid, "conversation id")
+                except EntryError as exc:
+                    rejections.append(Rejection(self.source.label(meta_file), f"entry #{i + 1}", str(exc)))
+                    continue
                 cname = _str(c, "name")
                 if cname and chat_type in ("channel", "private_channel"):
                     channel_names[cid] = cname
@@ -221,7 +230,7 @@ def _user_name(u: dict[str, Any]) -> str:
 
 def _title(c: dict[str, Any], chat_type: str, users: dict[str, str]) -> str:
     members = _list(c, "members")
-    names = ", ".join(users.get(m, str(m)) for m in members)
+    names = ", ".join(users.get(m, m) if isinstance(m, str) else str(m) for m in members)
     if chat_type == "im":
         return f"DM: {names}" if names else f"DM {c['id']}"
     if chat_type == "mpim":
@@ -251,7 +260,7 @@ def _file_kind(f: Any) -> str:
 def _fallback_text(raw: dict[str, Any], files: list[Any]) -> str:
     """Text for a message whose ``text`` is empty: attachment fallbacks (bots), else file names."""
     parts: list[str] = []
-    for att in raw.get("attachments") or []:
+    for att in _list(raw, "attachments"):
         if isinstance(att, dict):
             for key in ("fallback", "text", "title"):
                 if isinstance(att.get(key), str) and att[key]:
@@ -269,6 +278,8 @@ def _fallback_text(raw: dict[str, Any], files: list[Any]) -> str:
 def _sender(raw: dict[str, Any], users: dict[str, str]) -> tuple[str | None, str]:
     user = _str(raw, "user")
     bot = _str(raw, "bot_id")
+    user = clean_id(user, "user id") if user is not None else None
+    bot = clean_id(bot, "bot_id") if bot else None
     profile = _obj(raw, "user_profile")
     if raw.get("subtype") == "bot_message" or (user is None and bot):
         bot_profile = _obj(raw, "bot_profile")
@@ -295,7 +306,7 @@ def convert_message(raw: Any, conv: Conversation, users: dict[str, str], channel
     mtype = raw.get("type", "message")
     if mtype != "message":
         raise EntryError(f"is not a message (type {mtype!r})")
-    subtype = raw.get("subtype")
+    subtype = _str(raw, "subtype")
     if subtype in SKIPPED_SUBTYPES:
         return None
     if subtype == "message_deleted":
@@ -314,7 +325,7 @@ def convert_message(raw: Any, conv: Conversation, users: dict[str, str], channel
             edited_at = parse_ts(edited["ts"], "edited.ts")[1]
         else:
             edited_at = parse_ts(raw.get("ts"), "ts")[1]
-        raw, subtype = inner, inner.get("subtype")
+        raw, subtype = inner, _str(inner, "subtype")
     elif isinstance(raw.get("edited"), dict) and "ts" in raw["edited"]:
         edited_at = parse_ts(raw["edited"]["ts"], "edited.ts")[1]
 

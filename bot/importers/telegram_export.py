@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.importers.common import EntryError, clean_name, clean_text, from_unix, parse_iso
+from bot.importers.common import (
+    EntryError,
+    clean_id,
+    clean_name,
+    clean_text,
+    digits,
+    from_unix,
+    parse_iso,
+)
 from bot.importers.jsonio import load_json
 from bot.importers.report import ExportError, Notice, Rejection
 from storage.ingest import IncomingMessage
@@ -160,6 +168,11 @@ class TelegramExport:
         if not isinstance(messages, list):
             yield Rejection(self.label, desc, "has no 'messages' list")
             return
+        try:
+            clean_id(str(chat_id), "chat id")
+        except EntryError as exc:
+            yield Rejection(self.label, desc, f"{exc}; its {len(messages):,} messages were skipped")
+            return
         ctype = raw_chat.get("type")
         problems: list[str] = []
         title = name if isinstance(name, str) else ("Saved Messages" if ctype == "saved_messages" else "")
@@ -200,16 +213,20 @@ def classify(data: Any, label: str) -> str:
 
 
 def _entry_label(chat: _Chat, raw: Any, pos: int) -> str:
-    mid = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        return f"{chat.where}entry #{pos + 1}"
+    mid = raw.get("id")
     if isinstance(mid, int | str) and not isinstance(mid, bool):
         return f"{chat.where}message id {mid}"
     return f"{chat.where}message #{pos + 1} (no id)"
 
 
 def _as_id(value: Any, what: str) -> str:
+    if value is None:
+        raise EntryError(f"has no {what}")
     if isinstance(value, bool) or not isinstance(value, int | str) or str(value).strip() == "":
-        raise EntryError(f"has no usable {what} ({value!r})")
-    return str(value)
+        raise EntryError(f"{what} {repr(value)[:40]} is not a usable id")
+    return clean_id(str(value), what)
 
 
 def _peer_id(value: Any) -> str | None:
@@ -221,23 +238,23 @@ def _peer_id(value: Any) -> str | None:
     if isinstance(value, str) and value:
         if value.startswith("user") and value[4:].isdigit():
             return value[4:]
-        return value
-    raise EntryError(f"sender id {value!r} is not an id")
+        return clean_id(value, "sender id")
+    raise EntryError(f"sender id {str(value)[:40]!r} is not an id")
 
 
 def _date(raw: dict[str, Any], unix_key: str, iso_key: str, what: str) -> Any:
     unix = raw.get(unix_key)
     if unix is not None:
-        if isinstance(unix, str) and unix.isdigit():
-            return from_unix(int(unix), what=unix_key)
+        if isinstance(unix, str) and (seconds := digits(unix)) is not None:
+            return from_unix(seconds, what=unix_key)
         if isinstance(unix, int) and not isinstance(unix, bool):
             return from_unix(unix, what=unix_key)
-        raise EntryError(f"bad {unix_key}: {unix!r} is not a number of seconds")
+        raise EntryError(f"bad {unix_key}: {str(unix)[:40]!r} is not a number of seconds")
     iso = raw.get(iso_key)
     if iso is None:
         return None
     if not isinstance(iso, str):
-        raise EntryError(f"bad {iso_key}: {iso!r} is not text")
+        raise EntryError(f"bad {iso_key}: {str(iso)[:40]!r} is not text")
     return parse_iso(iso, what=iso_key)
 
 
@@ -269,6 +286,10 @@ def render_text(value: Any, what: str = "text") -> str:
             piece = f"{piece} ({href})"
         out.append(piece)
     return "".join(out)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _names(value: Any) -> str:
@@ -318,7 +339,8 @@ def _media(raw: dict[str, Any], caption: str) -> tuple[str, str]:
         return "document", caption or (name if isinstance(name, str) else "")
     if isinstance(raw.get("poll"), dict):
         poll = raw["poll"]
-        answers = " / ".join(str(a.get("text", "")) for a in poll.get("answers", []) if isinstance(a, dict))
+        answers = " / ".join(
+            str(a.get("text", "")) for a in _list(poll.get("answers")) if isinstance(a, dict))
         desc = f"Poll: {poll.get('question', '')}" + (f" ({answers})" if answers else "")
         return "poll", caption if caption == desc else "\n".join(p for p in (caption, desc) if p)
     if "place_name" in raw or "location_information" in raw:
@@ -333,7 +355,7 @@ def _media(raw: dict[str, Any], caption: str) -> tuple[str, str]:
         return "contact", caption or f"Contact: {who}".strip()
     if isinstance(raw.get("todo_list"), dict):
         todo = raw["todo_list"]
-        tasks = "; ".join(str(a.get("text", "")) for a in todo.get("answers", []) if isinstance(a, dict))
+        tasks = "; ".join(str(a.get("text", "")) for a in _list(todo.get("answers")) if isinstance(a, dict))
         desc = f"To-do list «{todo.get('title', '')}»" + (f": {tasks}" if tasks else "")
         return "other", "\n".join(p for p in (caption, desc) if p)
     if raw.get("game_title"):
