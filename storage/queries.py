@@ -98,7 +98,11 @@ def list_chats(session: Session) -> list[ChatStats]:
 
 
 def load_window_messages(
-    session: Session, chat_pk: int, since: datetime | None = None, last: int | None = None
+    session: Session,
+    chat_pk: int,
+    since: datetime | None = None,
+    last: int | None = None,
+    thread: str | None = None,
 ) -> list[WindowMessage]:
     """The messages of a chat that may be summarised, oldest first.
 
@@ -106,6 +110,8 @@ def load_window_messages(
     (opting out takes effect on summaries at once, without destroying data; ``forget`` destroys it).
     ``since`` keeps messages sent at or after it (aware or naive UTC); ``last`` keeps only the newest N
     of what remains. Media without a caption comes through with empty text and its ``kind``.
+    ``thread`` keeps one thread: its replies (``thread_id``) and its root (the message whose id is the
+    thread id, Slack's ``thread_ts`` convention), so a thread is summarized without loading the chat.
     """
     if last is not None and last <= 0:
         return []
@@ -132,6 +138,8 @@ def load_window_messages(
     )
     if since is not None:
         stmt = stmt.where(Message.sent_at >= to_naive_utc(since))
+    if thread is not None:
+        stmt = stmt.where(or_(Message.thread_id == thread, Message.platform_message_id == thread))
     if last is not None:
         stmt = stmt.order_by(Message.sent_at.desc(), Message.id.desc()).limit(last)
     else:
