@@ -111,7 +111,16 @@ class SlackConfig(_Section):
     mode: Literal["socket", "http"] = "socket"
     api_base_url: str = "https://slack.com/api/"
     http_port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    http_listen: str = Field(default="127.0.0.1", description="Address the HTTP mode listens on.")
+    http_path: str = Field(default="/slack/events", description="Request URL path of HTTP mode.")
     settings_by: Literal["workspace_admins", "channel_creator"] = "workspace_admins"
+
+    @field_validator("http_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() for c in v):
+            raise ValueError("must be a URL path starting with '/', such as '/slack/events'")
+        return v
 
 
 class DigestConfig(_Section):
