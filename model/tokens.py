@@ -1,52 +1,67 @@
 """A fast token estimator for window budgets.
 
 Windowing a million messages must take seconds, so running the model's real tokenizer on every line is
-out of the question; and the bot should not need a model loaded just to list windows. This heuristic
-approximates byte-level BPE vocabularies (Qwen2.5, Llama, SmolLM2):
+out of the question, and listing windows should not need a model loaded. This is a linear model over
+byte counts that C-level ``bytes`` methods produce without a Python loop per character (a regex pass
+costs ten times as much here): ASCII letters, whitespace (about one token per word), digits (Qwen
+splits numbers into single digits), ASCII punctuation, and characters of 2, 3 and 4 UTF-8 bytes
+(Cyrillic/Greek/accents; CJK; emoji).
 
-* ASCII text: about one token per word, plus one per extra 6 characters of long words, one per
-  punctuation mark, one per digit group;
-* CJK ideographs, kana and hangul: about one token per character;
-* other non-ASCII letters (Cyrillic, Greek, accented Latin…): about one token per 2.5 characters;
-* emoji and other symbols outside the BMP: about two tokens each.
-
-Calibration is documented in ``ESTIMATE_ERROR`` below.
+Calibrated against the real tokenizer of the default model family, Qwen2.5 (``llama_cpp.Llama(path,
+vocab_only=True).tokenize`` on the Qwen2.5-Coder-0.5B GGUF), on rendered lines "speaker: text":
+SAMSum validation lines (English), CSDS validation turns (Chinese), and English/Chinese/emoji/number
+mixes; see ``ESTIMATE_ERROR``. Other vocabularies differ most on non-Latin scripts: SmolLM2's
+English-centric tokenizer spends about twice as many tokens on Chinese. Callers that must not
+overflow a real context should keep a margin of about 15% (a window is many lines, and per-line errors
+mostly cancel; the bias over a whole window is what matters).
 """
 
 from __future__ import annotations
 
-import re
+import string
 
-# Word-ish runs, digits, and single punctuation marks, for the ASCII fast path.
-_ASCII_PIECES = re.compile(r"[A-Za-z]+|[0-9]+|[^\sA-Za-z0-9]")
-# CJK Unified Ideographs (+ext A), compatibility ideographs, kana, hangul, CJK punctuation, full-width forms.
-_CJK = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
-_ASTRAL = re.compile(r"[\U00010000-\U0010ffff]")
+# Measured with this function against the real tokenizers (lines "Alice: text"; total = sum over
+# the set, the figure that matters for a window; per line = |estimate - real| / real).
+ESTIMATE_ERROR = {
+    "qwen2.5 english (3,000 SAMSum lines)": "total +1%; per line mean 6%, 90th percentile 17%",
+    "qwen2.5 chinese (2,000 CSDS turns)": "total -1%; per line mean 12%, 90th percentile 25%",
+    "qwen2.5 mixed en/zh/emoji/numbers (500)": "total 0%; per line mean 6%, 90th percentile 12%",
+    "qwen2.5 russian": "hand-written sentences within about 5-40% (over); Greek under by about 2x",
+    "smollm2 english": "total -2%; per line mean 7%",
+    "smollm2 chinese": "under by about 2x (its vocabulary falls back to bytes)",
+}
 
-ESTIMATE_ERROR = "not yet calibrated"
+_LETTERS = string.ascii_letters.encode()
+_DIGITS = b"0123456789"
+_CONTINUATION = bytes(range(0x80, 0xC0))  # UTF-8 continuation bytes: one character has at most 3
+_LEAD2 = bytes(range(0xC0, 0xE0))
+_LEAD3 = bytes(range(0xE0, 0xF0))
+_LEAD4 = bytes(range(0xF0, 0x100))
 
-
-def _ascii_tokens(text: str) -> int:
-    tokens = 0
-    for piece in _ASCII_PIECES.findall(text):
-        n = len(piece)
-        if n <= 6:
-            tokens += 1
-        elif piece[0].isdigit():
-            tokens += (n + 2) // 3
-        else:
-            tokens += 1 + (n - 1) // 6
-    return tokens
+# Weights in thousandths of a token (integer arithmetic is as fast as float here and exact to test).
+_W_LETTER, _W_SPACE, _W_DIGIT, _W_PUNCT = 46, 870, 1140, 660
+_W_CHAR2, _W_CHAR3, _W_CHAR4 = 300, 650, 1140
+_W_BASE = 1540
 
 
 def estimate_tokens(text: str) -> int:
-    """Approximate the number of BPE tokens of ``text`` (never negative; 0 only for empty text)."""
+    """Approximate the number of BPE tokens of ``text``: 0 for empty text, else at least 1."""
     if not text:
         return 0
-    if text.isascii():
-        return max(1, _ascii_tokens(text))
-    cjk = len(_CJK.findall(text))
-    astral = len(_ASTRAL.findall(text))
-    ascii_part = "".join(ch for ch in text if ch < "\x80")
-    other = len(text) - len(ascii_part) - cjk - astral
-    return max(1, _ascii_tokens(ascii_part) + cjk + 2 * astral + (other * 2 + 4) // 5)
+    raw = text.encode("utf-8", "surrogatepass")
+    other = raw.translate(None, _LETTERS)  # everything but ASCII letters, usually a short string
+    letters = len(raw) - len(other)
+    spaces = other.count(32)  # newlines count as punctuation: rarer, and one more pass is not worth it
+    digits = len(other) - len(other.translate(None, _DIGITS))
+    if len(raw) == len(text):  # pure ASCII
+        punct = len(other) - spaces - digits
+        extra = 0
+    else:
+        leads = other.translate(None, _CONTINUATION)  # ASCII non-letters plus one lead byte per character
+        n2 = len(leads) - len(leads.translate(None, _LEAD2))
+        n3 = len(leads) - len(leads.translate(None, _LEAD3))
+        n4 = len(leads) - len(leads.translate(None, _LEAD4))
+        punct = len(leads) - spaces - digits - n2 - n3 - n4
+        extra = _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4
+    milli = (_W_BASE + _W_LETTER * letters + _W_SPACE * spaces + _W_DIGIT * digits + _W_PUNCT * punct + extra)
+    return max(1, (milli + 500) // 1000)

@@ -153,22 +153,23 @@ def slice_windows(
     chain_time: dict[str, datetime] = {}
 
     for msg in ordered:
-        cost = count_tokens(render_line(msg.speaker, msg.text)) + MESSAGE_OVERHEAD
+        cost = count_tokens(f"{msg.speaker}: {msg.text}") + MESSAGE_OVERHEAD  # render_line, inlined
         cut = 0
         if cost > max_tokens:
             msg, cost = truncate_to_fit(msg, max_tokens, count_tokens)
             cut = 1
+        sent_at = msg.sent_at
 
         target: _Open | None = None
-        anchor = _chain_anchor(msg, where_msg, where_thread, chain_time)
-        if anchor is not None and cut == 0:
-            win, prev_at = anchor
-            fits = win.tokens + cost <= max_tokens
-            in_horizon = thread_horizon is None or msg.sent_at - prev_at <= thread_horizon
-            if fits and in_horizon:
-                target = win
+        if cut == 0 and (msg.thread_id is not None or msg.reply_to is not None):
+            anchor = _chain_anchor(msg, where_msg, where_thread, chain_time)
+            if anchor is not None:
+                win, prev_at = anchor
+                if win.tokens + cost <= max_tokens and (
+                        thread_horizon is None or sent_at - prev_at <= thread_horizon):
+                    target = win
         if (target is None and current is not None and cut == 0
-                and msg.sent_at - current.last <= gap and current.tokens + cost <= max_tokens):
+                and sent_at - current.last <= gap and current.tokens + cost <= max_tokens):
             target = current
         if target is None:
             target = _Open(msg, cost, cut)
@@ -177,15 +178,16 @@ def slice_windows(
         else:
             target.messages.append(msg)
             target.tokens += cost
-            if msg.sent_at > target.last:
-                target.last = msg.sent_at
+            if sent_at > target.last:
+                target.last = sent_at
 
-        where_msg[msg.platform_message_id] = target
-        chain_time[msg.platform_message_id] = msg.sent_at
+        pmid = msg.platform_message_id
+        where_msg[pmid] = target
+        chain_time[pmid] = sent_at
         if msg.thread_id is not None:
-            where_thread[msg.thread_id] = (target, msg.sent_at)
-        if msg.reply_to is not None and msg.thread_id is None and msg.reply_to in chain_time:
-            chain_time[msg.reply_to] = msg.sent_at
+            where_thread[msg.thread_id] = (target, sent_at)
+        elif msg.reply_to is not None and msg.reply_to in chain_time:
+            chain_time[msg.reply_to] = sent_at
 
     return [Window(messages=tuple(w.messages), tokens=w.tokens, truncated=w.truncated) for w in windows]
 
