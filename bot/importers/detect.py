@@ -8,32 +8,19 @@ says what to pass instead.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 from bot.importers.jsonio import sniff_top_keys
-from bot.importers.report import ExportError, Notice, Rejection
+from bot.importers.report import ExportError
 from bot.importers.slack_export import MARKERS as SLACK_MARKERS
 from bot.importers.slack_export import SlackExport
 from bot.importers.sources import ExportSource
 from bot.importers.telegram_export import TELEGRAM_ACCOUNT, TELEGRAM_CHAT, TelegramExport
-from storage.ingest import IncomingMessage
 
 HEAD_BYTES = 64 * 1024
 TELEGRAM_FILE = "result.json"
 _EXPECTED = ("expected a Telegram Desktop result.json (exported as 'Machine-readable JSON') or its folder, "
              "or a Slack workspace export (zip or folder)")
-
-
-class Export(Protocol):
-    """What ``import_path`` needs from an importer."""
-
-    kind: str
-
-    def preflight(self) -> int: ...
-
-    def items(self) -> Iterator[IncomingMessage | Rejection | Notice]: ...
 
 
 class _ClosingSlack(SlackExport):
@@ -65,8 +52,7 @@ def detect_format(path: Path) -> str:
     """``"telegram-chat"``, ``"telegram-account"`` or ``"slack"``; ``ExportError`` otherwise."""
     export = open_export(path)
     try:
-        if not export.kind:
-            assert isinstance(export, TelegramExport)
+        if isinstance(export, TelegramExport) and not export.kind:
             export.load()  # the head did not tell; the content does (or raises)
         return export.kind
     finally:

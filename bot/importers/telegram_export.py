@@ -50,6 +50,13 @@ CHAT_TYPES = {
     "public_channel": "channel",
 }
 
+# Any of these keys makes a message more than text (see ``_media``); plain text skips that function.
+MEDIA_KEYS = frozenset({
+    "photo", "media_type", "file", "poll", "place_name", "location_information", "contact_information",
+    "todo_list", "game_title", "invoice_information", "giveaway_information", "giveaway_results",
+    "paid_stars_amount",
+})
+
 MEDIA_TYPES = {
     "sticker": "sticker",
     "video_message": "video",
@@ -113,6 +120,8 @@ class _Chat:
     where: str  # prefix of entry labels in account exports: "chat 'Team' (id 5), "
     topics: set[str] = field(default_factory=set)
     thread_of: dict[str, str] = field(default_factory=dict)
+    # (raw id, raw name) -> (sender id, cleaned name, repairs made): a chat has few senders, many messages.
+    senders: dict[tuple[Any, Any], tuple[str | None, str, tuple[str, ...]]] = field(default_factory=dict)
 
 
 class TelegramExport:
@@ -185,16 +194,15 @@ class TelegramExport:
         if problems:
             yield Notice(self.label, f"{chat.where}chat title", "; ".join(problems))
         for pos, raw in enumerate(messages):
-            entry = _entry_label(chat, raw, pos)
             problems = []
             try:
                 msg = convert_message(raw, chat, problems)
             except EntryError as exc:
-                yield Rejection(self.label, entry, str(exc))
+                yield Rejection(self.label, _entry_label(chat, raw, pos), str(exc))
                 continue
             yield msg
             if problems:
-                yield Notice(self.label, entry, "; ".join(problems))
+                yield Notice(self.label, _entry_label(chat, raw, pos), "; ".join(problems))
 
 
 def classify(data: Any, label: str) -> str:
@@ -369,34 +377,66 @@ def _media(raw: dict[str, Any], caption: str) -> tuple[str, str]:
     return "text", caption
 
 
-def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessage:
-    """One message object to an ``IncomingMessage``; raises ``EntryError`` with the reason otherwise."""
-    if not isinstance(raw, dict):
-        raise EntryError(f"is {type(raw).__name__}, not a JSON object")
-    mid = _as_id(raw.get("id"), "message 'id'")
-    mtype = raw.get("type", "message")
-    if mtype == "unsupported":
-        raise EntryError("Telegram Desktop could not export this message (type 'unsupported')")
-    if mtype not in ("message", "service"):
-        raise EntryError(f"unknown entry type {mtype!r}")
-    sent_at = _date(raw, "date_unixtime", "date", "date")
-    if sent_at is None:
-        raise EntryError("has no 'date' or 'date_unixtime'")
-    edited_at = _date(raw, "edited_unixtime", "edited", "edit date")
-    text_value = raw["text"] if "text" in raw else raw.get("text_entities")
-    caption = render_text(text_value)
+def _sender(chat: _Chat, peer: Any, name: Any, problems: list[str]) -> tuple[str | None, str]:
+    key: tuple[Any, Any] | None = (peer, name)
+    try:
+        hit = chat.senders.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable id: a malformed entry, never cached
+        hit, key = None, None
+    if hit is None:
+        sender_id = _peer_id(peer)
+        sender_name = name if isinstance(name, str) and name else ("Deleted Account" if sender_id else "")
+        repairs: list[str] = []
+        sender_name = clean_name(sender_name, repairs) if sender_name else ""
+        hit = (sender_id, sender_name, tuple(repairs))
+        if key is not None:
+            chat.senders[key] = hit
+    if hit[2]:
+        problems.extend(hit[2])
+    return hit[0], hit[1]
 
-    reply_raw = raw.get("reply_to_message_id")
+
+def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessage:
+    """One message object to an ``IncomingMessage``; raises ``EntryError`` with the reason otherwise.
+
+    Written for the common case first (a text message with ``date_unixtime``): an export can hold
+    millions of messages and this runs once per message.
+    """
+    if type(raw) is not dict:
+        raise EntryError(f"is {type(raw).__name__}, not a JSON object")
+    raw_id = raw.get("id")
+    mid = str(raw_id) if type(raw_id) is int else _as_id(raw_id, "message 'id'")
+    mtype = raw.get("type", "message")
+    if mtype != "message" and mtype != "service":
+        if mtype == "unsupported":
+            raise EntryError("Telegram Desktop could not export this message (type 'unsupported')")
+        raise EntryError(f"unknown entry type {str(mtype)[:40]!r}")
+    unix = raw.get("date_unixtime")
+    if type(unix) is str and (seconds := digits(unix)) is not None:
+        sent_at = from_unix(seconds, what="date_unixtime")
+    else:
+        sent_at = _date(raw, "date_unixtime", "date", "date")
+        if sent_at is None:
+            raise EntryError("has no 'date' or 'date_unixtime'")
+    edited_at = None
+    if "edited_unixtime" in raw or "edited" in raw:
+        edited_at = _date(raw, "edited_unixtime", "edited", "edit date")
+    text_value = raw["text"] if "text" in raw else raw.get("text_entities")
+    caption = text_value if type(text_value) is str else render_text(text_value)
+
     reply_to = None
-    if reply_raw is not None and _same_chat(raw.get("reply_to_peer_id"), chat.chat_id):
-        reply_to = _as_id(reply_raw, "'reply_to_message_id'")
+    if "reply_to_message_id" in raw:
+        reply_raw = raw["reply_to_message_id"]
+        if reply_raw is not None and _same_chat(raw.get("reply_to_peer_id"), chat.chat_id):
+            reply_to = _as_id(reply_raw, "'reply_to_message_id'")
     thread_id: str | None = None
 
-    if mtype == "service":
+    if mtype == "message":
+        sender_id, sender_name = _sender(chat, raw.get("from_id"), raw.get("from"), problems)
+        kind, text = ("text", caption) if MEDIA_KEYS.isdisjoint(raw) else _media(raw, caption)
+    else:
         actor_key = "actor" if "actor_id" in raw or "actor" in raw else "from"
-        sender_id = _peer_id(raw.get(f"{actor_key}_id"))
-        name = raw.get(actor_key)
-        sender_name = name if isinstance(name, str) and name else ("Deleted Account" if sender_id else "")
+        sender_id, sender_name = _sender(chat, raw.get(f"{actor_key}_id"), raw.get(actor_key), problems)
         kind = "service"
         text = service_text(raw, sender_name or "Someone", caption)
         action = raw.get("action")
@@ -405,11 +445,6 @@ def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessa
         if action == "topic_created":
             chat.topics.add(mid)
             thread_id = mid
-    else:
-        sender_id = _peer_id(raw.get("from_id"))
-        name = raw.get("from")
-        sender_name = name if isinstance(name, str) and name else ("Deleted Account" if sender_id else "")
-        kind, text = _media(raw, caption)
 
     if chat.topics and thread_id is None and reply_to is not None:
         if reply_to in chat.topics:
@@ -423,7 +458,7 @@ def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessa
     if "forwarded_from" in raw:
         fwd = raw["forwarded_from"]
         forwarded = clean_name(fwd, problems) if isinstance(fwd, str) and fwd else "(hidden sender)"
-    elif isinstance(raw.get("saved_from"), str) and raw["saved_from"]:
+    elif "saved_from" in raw and isinstance(raw["saved_from"], str) and raw["saved_from"]:
         forwarded = clean_name(raw["saved_from"], problems)
 
     return IncomingMessage(
@@ -432,7 +467,7 @@ def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessa
         message_id=mid,
         sent_at=sent_at,
         sender_id=sender_id,
-        sender_name=clean_name(sender_name, problems) if sender_name else "",
+        sender_name=sender_name,
         text=clean_text(text, problems) if text else None,
         kind=kind,
         reply_to=reply_to,
