@@ -19,7 +19,9 @@ and it should hold a whole conversation. The rules, in order of precedence:
    the root and its replies land together. The horizon exists because Telegram forum topics are also
    threads, but live for months: without it a whole topic would ignore the gap rule.
 4. **Silences split.** Otherwise a message goes to the current (most recently opened) window when it
-   follows that window's latest message by at most ``gap`` and fits; else it opens a new window.
+   follows that window's latest main-flow message by at most ``gap`` and fits; else it opens a new
+   window. Main flow means everything but thread replies: a Slack thread reply is not shown in the
+   channel, so it does not break the channel's silence (a Telegram reply is, and does).
 
 Windows are returned in order of their first message; inside a window messages keep (sent_at, id)
 order. Because of rule 3 two windows may overlap in time (a late thread reply belongs to its thread's
@@ -178,7 +180,9 @@ def slice_windows(
         else:
             target.messages.append(msg)
             target.tokens += cost
-            if sent_at > target.last:
+            # A thread reply is not seen in the channel's main flow (Slack shows it in the thread
+            # only), so it does not end the channel's silence; a plain reply (Telegram) does.
+            if sent_at > target.last and (msg.thread_id is None or msg.thread_id == msg.platform_message_id):
                 target.last = sent_at
 
         pmid = msg.platform_message_id
