@@ -347,6 +347,89 @@ def purge_cmd(
                f"{cutoff:%Y-%m-%d %H:%M} UTC")
 
 
+@app.command("summarize", context_settings={"ignore_unknown_options": True})
+def summarize_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(
+        help="A Telegram or Slack export to summarize on the fly (read into memory, nothing stored)."),
+    ] = None,
+    chat: Annotated[str | None, typer.Option(
+        "--chat", help="A stored chat (id, platform chat id or title); with PATH, picks one of its chats."),
+    ] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="2h, 30m, 1d back from the chat's newest message, or an ISO time (UTC).")] = None,
+    last: Annotated[int | None, typer.Option("--last", min=1, help="The newest N messages.")] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="chatsum (topics), overall, user, agent, all (support chats), aspect (needs --focus).",
+    )] = "chatsum",
+    focus: Annotated[str | None, typer.Option(
+        "--focus", help="What to summarize about (aspect mode).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="llama_cpp, transformers or openai (default: model.backend).")] = None,
+    model_name: Annotated[str | None, typer.Option(
+        "--model", help="llama_cpp model: a built-in name or a .gguf path (default: model.llama_cpp.model).",
+    )] = None,
+) -> None:
+    """Summarize a chat: by default a file's whole chat, or a stored chat's latest conversation."""
+    from bot.render import render_markdown
+    from bot.summarize_cmd import (
+        import_to_memory,
+        run_summarizer,
+        select_messages,
+        stderr_console,
+        store_summary,
+    )
+    from model.schema import MODES
+
+    if path is None and chat is None:
+        raise typer.BadParameter("give an export PATH or --chat CHAT", param_hint="PATH")
+    if mode not in MODES:
+        raise typer.BadParameter(f"{mode!r} is not one of {', '.join(MODES)}", param_hint="--mode")
+    if focus and mode == "chatsum":
+        mode = "aspect"
+    if mode == "aspect" and not focus:
+        raise typer.BadParameter("aspect mode needs --focus", param_hint="--focus")
+    if fmt not in ("md", "json"):
+        raise typer.BadParameter("use md or json", param_hint="--format")
+    since_at: timedelta | datetime | None = None
+    if since is not None:
+        try:
+            since_at = parse_duration(since)
+        except ValueError:
+            try:
+                since_at = parse_since(since)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--since") from None
+    state = _state(ctx)
+    config = load_effective_config(state.config_path, state.db_url)
+    model_update: dict[str, Any] = {}
+    if backend is not None:
+        if backend not in ("llama_cpp", "transformers", "openai"):
+            raise typer.BadParameter("use llama_cpp, transformers or openai", param_hint="--backend")
+        model_update["backend"] = backend
+    if model_name is not None:
+        model_update["llama_cpp"] = config.model.llama_cpp.model_copy(update={"model": model_name})
+    if model_update:
+        config = config.model_copy(update={"model": config.model.model_copy(update=model_update)})
+    console = stderr_console()
+    if path is not None:
+        db = import_to_memory(path, console)
+    else:
+        _, db = open_context(state.config_path, state.db_url)
+    try:
+        selection = select_messages(db, config, chat, since=since_at, last=last, whole=path is not None)
+        summary = run_summarizer(config, selection, mode=mode, focus=focus, console=console)
+        if path is None:
+            store_summary(db, selection.chat_pk, selection.messages, summary)
+    finally:
+        db.dispose()
+    if fmt == "json":
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        typer.echo(render_markdown(summary, title=selection.title))
+
+
 @app.command("config")
 def config_cmd(ctx: typer.Context) -> None:
     """Print the effective configuration (JSON); secrets are shown only as set / not set."""

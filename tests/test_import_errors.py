@@ -252,7 +252,7 @@ def test_bad_telegram_entries_are_listed_and_good_ones_imported(tmp_path: Path, 
         (str(path), entry, reason) for _, entry, reason in TELEGRAM_BAD_ENTRIES
     ]
     assert report.added == 2
-    assert set(stored(db)) == {("4242", "1"), ("4242", "100")}
+    assert set(stored(db)) == {("-1004242", "1"), ("-1004242", "100")}
     line = report.closing_line()
     assert line.startswith("Imported 1 chat: 2 messages added, 0 duplicates skipped, 0 updated, "
                            f"{len(TELEGRAM_BAD_ENTRIES)} entries rejected (")
@@ -303,7 +303,7 @@ def test_a_one_megabyte_message_is_kept_truncated_and_reported(tmp_path: Path, d
     tg = import_path(path, ingestor, progress=False)
     sl = import_path(root, ingestor, progress=False)
 
-    for report, key in ((tg, ("4242", "1")), (sl, ("C1", slack_ts(1)))):
+    for report, key in ((tg, ("-1004242", "1")), (sl, ("C1", slack_ts(1)))):
         assert report.rejected == []
         [notice] = report.notices
         assert notice.entry in ("message id 1", f"message ts {slack_ts(1)}")
@@ -337,11 +337,11 @@ def test_odd_unicode(tmp_path: Path, db: Database, ingestor: Ingestor) -> None:
         ("message id 5", "1 NUL character(s) removed; 1 lone surrogate(s) replaced with U+FFFD"),
     ]
     rows = stored(db)
-    assert rows[("4242", "1")]["text"] == "nulbyte"
-    assert rows[("4242", "2")]["text"] == "lone \ufffd surrogate"
-    assert rows[("4242", "3")]["text"] == rtl
-    assert rows[("4242", "4")]["text"] == family
-    assert rows[("4242", "5")]["sender_name"] == "Bad\ufffdName"
+    assert rows[("-1004242", "1")]["text"] == "nulbyte"
+    assert rows[("-1004242", "2")]["text"] == "lone \ufffd surrogate"
+    assert rows[("-1004242", "3")]["text"] == rtl
+    assert rows[("-1004242", "4")]["text"] == family
+    assert rows[("-1004242", "5")]["sender_name"] == "Bad\ufffdName"
 
 
 def test_iter_messages_hides_notices_but_cleans_text(tmp_path: Path) -> None:

@@ -71,8 +71,8 @@ def test_single_chat_every_message_shape(tmp_path: Path, db: Database, ingestor:
     assert report.rejected == []
     assert (report.chats, report.added, report.duplicates) == (1, len(messages), 0)
     rows = stored(db, "telegram")
-    row = {mid: rows[("4242", str(mid))] for mid in range(1, len(messages) + 1)}
-    assert stored_chats(db)[("telegram", "4242")] == ("Team Chat", "supergroup")
+    row = {mid: rows[("-1004242", str(mid))] for mid in range(1, len(messages) + 1)}
+    assert stored_chats(db)[("telegram", "-1004242")] == ("Team Chat", "supergroup")
 
     assert row[1]["kind"] == "service" and row[1]["text"] == "Alice created the group «Team Chat»"
     assert row[2]["text"] == "Alice added Bob Baker, Deleted Account"
@@ -121,7 +121,7 @@ def test_forum_topics_become_threads(tmp_path: Path, db: Database, ingestor: Ing
         1: ("1", None), 2: ("1", None), 3: ("1", "2"), 4: (None, None),
         5: ("5", None), 6: ("5", None), 7: ("1", "3"),
     }
-    assert rows[("4242", "1")]["text"] == "Alice created the topic «Releases»"
+    assert rows[("-1004242", "1")]["text"] == "Alice created the topic «Releases»"
 
 
 def test_account_export_reads_chats_and_left_chats(tmp_path: Path, db: Database, ingestor: Ingestor) -> None:
@@ -141,13 +141,14 @@ def test_account_export_reads_chats_and_left_chats(tmp_path: Path, db: Database,
 
     assert (report.chats, report.added, report.rejected) == (4, 5, [])
     assert stored_chats(db) == {
-        ("telegram", "1001"): ("Team", "supergroup"),
+        ("telegram", "-1001001"): ("Team", "supergroup"),  # the Bot API's form of the ids
+
         ("telegram", "102"): ("Bob Baker", "private"),
         ("telegram", "101"): ("Saved Messages", "private"),
-        ("telegram", "77"): ("Old Group", "group"),
+        ("telegram", "-77"): ("Old Group", "group"),
     }
-    assert stored(db)[("77", "7")]["text"] == "bye"
-    assert stored(db)[("1001", "1")]["text"] == "hi team"
+    assert stored(db)[("-77", "7")]["text"] == "bye"
+    assert stored(db)[("-1001001", "1")]["text"] == "hi team"
 
 
 def test_account_export_chat_problems_are_listed_with_the_chat(tmp_path: Path, ingestor: Ingestor) -> None:
@@ -181,7 +182,7 @@ def test_reimport_adds_nothing_and_edits_update_text(tmp_path: Path, db: Databas
     third = import_path(path, ingestor, progress=False)
 
     assert (third.added, third.updated, third.duplicates) == (0, 1, 30)
-    row = stored(db)[("4242", "5")]
+    row = stored(db)[("-1004242", "5")]
     assert row["text"] == "message 5, corrected"
     assert row["edited_at"] == datetime(2026, 1, 1, 2, 46, 39)
 
@@ -199,7 +200,7 @@ def test_zipped_export_and_detection(tmp_path: Path, db: Database, ingestor: Ing
     report = import_path(archive, ingestor, progress=False)
 
     assert report.added == 1 and report.kind == "telegram-chat"
-    assert stored(db)[("4242", "1")]["text"] == "zipped"
+    assert stored(db)[("-1004242", "1")]["text"] == "zipped"
 
 
 def test_detection_without_a_helpful_head(tmp_path: Path) -> None:
@@ -219,7 +220,7 @@ def test_tdesktop_control_character_escapes_are_repaired(tmp_path: Path, db: Dat
     report = import_path(path, ingestor, progress=False)
 
     assert report.added == 2
-    assert stored(db)[("4242", "1")]["text"] == "tab\x0bhere \\x41 stays"
+    assert stored(db)[("-1004242", "1")]["text"] == "tab\x0bhere \\x41 stays"
 
 
 def test_iter_messages_is_lazy_and_keeps_rejections_in_place(tmp_path: Path) -> None:
@@ -227,7 +228,7 @@ def test_iter_messages_is_lazy_and_keeps_rejections_in_place(tmp_path: Path) -> 
     items = list(iter_messages(path))
     assert [type(i) for i in items] == [IncomingMessage, Rejection, IncomingMessage]
     assert isinstance(items[0], IncomingMessage) and items[0].platform == "telegram"
-    assert items[0].chat_id == "4242" and items[0].message_id == "1"
+    assert items[0].chat_id == "-1004242" and items[0].message_id == "1"
     assert isinstance(items[1], Rejection) and items[1].entry == "message id 2"
 
 

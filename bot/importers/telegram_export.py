@@ -105,6 +105,19 @@ SERVICE_TEXT = {
 }
 
 
+def bot_api_chat_id(export_id: str, export_type: str) -> str:
+    """The chat id the Bot API uses: Telegram Desktop writes supergroups and channels without their
+    ``-100`` prefix and basic groups without their minus sign, while bot updates carry both."""
+    if not export_id.isdigit():
+        return export_id
+    kind = CHAT_TYPES.get(export_type, "")
+    if kind in ("supergroup", "channel"):
+        return f"-100{export_id}"
+    if kind == "group":
+        return f"-{export_id}"
+    return export_id
+
+
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return ""
@@ -114,10 +127,11 @@ class _Blank(dict[str, Any]):
 class _Chat:
     """Per-chat state: identity, and the forum-topic bookkeeping that needs earlier messages."""
 
-    chat_id: str
+    chat_id: str  # the Bot API form, so imported history and the live bot share one chat
     title: str
     chat_type: str
     where: str  # prefix of entry labels in account exports: "chat 'Team' (id 5), "
+    export_id: str = ""  # the id as the export writes it (peer references use this form)
     topics: set[str] = field(default_factory=set)
     thread_of: dict[str, str] = field(default_factory=dict)
     # (raw id, raw name) -> (sender id, cleaned name, repairs made): a chat has few senders, many messages.
@@ -186,7 +200,8 @@ class TelegramExport:
         problems: list[str] = []
         title = name if isinstance(name, str) else ("Saved Messages" if ctype == "saved_messages" else "")
         chat = _Chat(
-            chat_id=str(chat_id),
+            chat_id=bot_api_chat_id(str(chat_id), ctype if isinstance(ctype, str) else ""),
+            export_id=str(chat_id),
             title=clean_name(title or f"Telegram chat {chat_id}", problems),
             chat_type=CHAT_TYPES.get(ctype, "group") if isinstance(ctype, str) else "group",
             where=f"chat {title!r} (id {chat_id}), " if account else "",
@@ -427,7 +442,7 @@ def convert_message(raw: Any, chat: _Chat, problems: list[str]) -> IncomingMessa
     reply_to = None
     if "reply_to_message_id" in raw:
         reply_raw = raw["reply_to_message_id"]
-        if reply_raw is not None and _same_chat(raw.get("reply_to_peer_id"), chat.chat_id):
+        if reply_raw is not None and _same_chat(raw.get("reply_to_peer_id"), chat.export_id):
             reply_to = _as_id(reply_raw, "'reply_to_message_id'")
     thread_id: str | None = None
 
