@@ -75,28 +75,30 @@ class _TextMaker:
 
 
 def synthetic_messages(
-    n: int, *, seed: int = 0, shape: ChatShape | None = None, interleaved: bool = False
+    n: int, *, seed: int = 0, shape: ChatShape | None = None, interleaved: bool = False,
+    first_id: int = 0, start: datetime = START,
 ) -> Iterator[IncomingMessage]:
     """Yield ``n`` messages spread over ``shape.chats`` chats (even chats Telegram, odd Slack).
 
     ``interleaved=False`` yields chat after chat, as an export is read; ``True`` yields them in one
-    global time order across chats, as a bot receives them live.
+    global time order across chats, as a bot receives them live. ``first_id`` and ``start`` let a
+    second stream continue the same chats with new message ids (live traffic after an import).
     """
     shape = shape or ChatShape()
+    words = _vocabulary(seed)
     if interleaved:
-        yield from _interleaved(n, seed, shape)
+        yield from _interleaved(n, seed, shape, words, first_id, start)
         return
     per_chat = [n // shape.chats + (1 if i < n % shape.chats else 0) for i in range(shape.chats)]
-    words = _vocabulary(seed)
     for chat in range(shape.chats):
-        yield from _chat_stream(chat, per_chat[chat], seed, shape, words)
+        yield from _chat_stream(chat, per_chat[chat], seed, shape, words, first_id, start)
 
 
-def _interleaved(n: int, seed: int, shape: ChatShape) -> Iterator[IncomingMessage]:
+def _interleaved(n: int, seed: int, shape: ChatShape, words: list[str], first_id: int,
+                 start: datetime) -> Iterator[IncomingMessage]:
     import heapq
 
-    words = _vocabulary(seed)
-    streams = [_chat_stream(c, n, seed, shape, words) for c in range(shape.chats)]
+    streams = [_chat_stream(c, n, seed, shape, words, first_id, start) for c in range(shape.chats)]
     heads: list[tuple[datetime, int, IncomingMessage]] = []
     for c, s in enumerate(streams):
         first = next(s, None)
@@ -114,7 +116,7 @@ def _interleaved(n: int, seed: int, shape: ChatShape) -> Iterator[IncomingMessag
 
 
 def _chat_stream(
-    chat: int, count: int, seed: int, shape: ChatShape, words: list[str]
+    chat: int, count: int, seed: int, shape: ChatShape, words: list[str], first_id: int, start: datetime
 ) -> Iterator[IncomingMessage]:
     rng = random.Random(f"{seed}:{chat}")
     texts = _TextMaker(rng, words)
@@ -125,11 +127,11 @@ def _chat_stream(
     users = [(f"U{chat:03d}{u:05d}" if slack else str(10_000_000 + chat * 1000 + u), f"user{chat}_{u}")
              for u in range(shape.users_per_chat)]
     cum_weights = list(accumulate(1 / (u + 1) for u in range(len(users))))  # a few people talk a lot
-    t = START + timedelta(seconds=rng.uniform(0, 3600))
+    t = start + timedelta(seconds=rng.uniform(0, 3600))
     recent: list[str] = []
     roots: list[str] = []
     left_in_burst = 0
-    for i in range(count):
+    for i in range(first_id, first_id + count):
         if left_in_burst <= 0:
             t += timedelta(seconds=rng.expovariate(1 / shape.silence_s))
             left_in_burst = max(1, int(rng.expovariate(1 / shape.burst_mean_messages)))

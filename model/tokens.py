@@ -45,23 +45,28 @@ _W_BASE = 1540
 
 
 def estimate_tokens(text: str) -> int:
-    """Approximate the number of BPE tokens of ``text``: 0 for empty text, else at least 1."""
+    """Approximate the number of BPE tokens of ``text``: 0 for empty text, else at least 2.
+
+    (The floor of 2 is the model's intercept: a chat line always costs a few tokens of framing.)
+    """
     if not text:
         return 0
     raw = text.encode("utf-8", "surrogatepass")
+    size = len(raw)
     other = raw.translate(None, _LETTERS)  # everything but ASCII letters, usually a short string
-    letters = len(raw) - len(other)
+    n_other = len(other)
     spaces = other.count(32)  # newlines count as punctuation: rarer, and one more pass is not worth it
-    digits = len(other) - len(other.translate(None, _DIGITS))
-    if len(raw) == len(text):  # pure ASCII
-        punct = len(other) - spaces - digits
-        extra = 0
-    else:
-        leads = other.translate(None, _CONTINUATION)  # ASCII non-letters plus one lead byte per character
-        n2 = len(leads) - len(leads.translate(None, _LEAD2))
-        n3 = len(leads) - len(leads.translate(None, _LEAD3))
-        n4 = len(leads) - len(leads.translate(None, _LEAD4))
-        punct = len(leads) - spaces - digits - n2 - n3 - n4
-        extra = _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4
-    milli = (_W_BASE + _W_LETTER * letters + _W_SPACE * spaces + _W_DIGIT * digits + _W_PUNCT * punct + extra)
-    return max(1, (milli + 500) // 1000)
+    digits = n_other - len(other.translate(None, _DIGITS))
+    if size == len(text):  # pure ASCII: letters = size - n_other, punctuation = n_other - spaces - digits
+        milli = (_W_BASE + _W_LETTER * size + (_W_PUNCT - _W_LETTER) * n_other
+                 + (_W_SPACE - _W_PUNCT) * spaces + (_W_DIGIT - _W_PUNCT) * digits)
+        return (milli + 500) // 1000
+    leads = other.translate(None, _CONTINUATION)  # ASCII non-letters plus one lead byte per character
+    n_leads = len(leads)
+    n2 = n_leads - len(leads.translate(None, _LEAD2))
+    n3 = n_leads - len(leads.translate(None, _LEAD3))
+    n4 = n_leads - len(leads.translate(None, _LEAD4))
+    punct = n_leads - spaces - digits - n2 - n3 - n4
+    milli = (_W_BASE + _W_LETTER * (size - n_other) + _W_SPACE * spaces + _W_DIGIT * digits
+             + _W_PUNCT * punct + _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4)
+    return (milli + 500) // 1000

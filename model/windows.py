@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from model.tokens import estimate_tokens
 
@@ -45,6 +46,7 @@ TRUNCATION_MARKER = " […]"
 # Per-line cost on top of "speaker: text": the newline and the "[12] " reference the prompt adds.
 MESSAGE_OVERHEAD = 4
 DEFAULT_THREAD_HORIZON = timedelta(days=1)
+_ORDER = attrgetter("sent_at", "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,22 +101,33 @@ def truncate_to_fit(
     """Cut ``msg.text`` to the longest prefix that, with the marker, fits ``max_tokens``.
 
     Binary search over the prefix length: token counts are monotone enough in the prefix length for
-    every real tokenizer, and the final check guarantees the result fits whenever anything can.
+    every real tokenizer, and the final check guarantees the result fits whenever anything can. Counts
+    grow about linearly with length, so the search starts from a bracket around the proportional guess:
+    fewer and shorter probes on a huge message.
     """
-    lo, hi = 0, len(msg.text)
+    text, speaker = msg.text, msg.speaker
+
+    def fits(k: int) -> bool:
+        return line_cost(speaker, text[:k].rstrip() + TRUNCATION_MARKER, count_tokens) <= max_tokens
+
+    lo, hi = 0, len(text)
+    guess = hi * max_tokens // max(1, line_cost(speaker, text, count_tokens))
+    upper, lower = guess + guess // 4 + 8, guess - guess // 4
+    if upper < hi and not fits(upper):
+        hi = upper - 1
+    if 0 < lower <= hi and fits(lower):
+        lo = lower
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if line_cost(msg.speaker, msg.text[:mid].rstrip() + TRUNCATION_MARKER, count_tokens) <= max_tokens:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
-    text = msg.text[:lo].rstrip() + TRUNCATION_MARKER
     # Token counts of prefixes are not strictly monotone (a merge can shrink a longer prefix), so step
     # back until the result really fits, or nothing but the marker is left.
-    while lo > 0 and line_cost(msg.speaker, text, count_tokens) > max_tokens:
+    while lo > 0 and not fits(lo):
         lo -= 1
-        text = msg.text[:lo].rstrip() + TRUNCATION_MARKER
-    cut = replace(msg, text=text)
+    cut = replace(msg, text=text[:lo].rstrip() + TRUNCATION_MARKER)
     return cut, line_cost(cut.speaker, cut.text, count_tokens)
 
 
@@ -146,7 +159,7 @@ def slice_windows(
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if gap < timedelta(0):
         raise ValueError(f"gap must not be negative, got {gap}")
-    ordered = sorted(messages, key=lambda m: (m.sent_at, m.id))
+    ordered = sorted(messages, key=_ORDER)
     windows: list[_Open] = []
     current: _Open | None = None
     # Chain bookkeeping: which window holds a message / the latest message of a thread, and when.
