@@ -33,7 +33,10 @@ ENV_DEBUG = "CHATSUM_DEBUG"
 
 #: subcommand name -> module that defines ``command``. Keep in the order shown by ``--help``.
 SUBCOMMANDS: dict[str, str] = {
+    "data": "finetune.data",
+    "train": "finetune.train",
     "eval": "finetune.eval",
+    "export": "finetune.export",
 }
 
 

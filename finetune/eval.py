@@ -45,6 +45,14 @@ class Generation:
 
 Generator = Callable[[EvalExample], Generation]
 
+#: A run stops when its first this-many dialogues all fail: that is a broken set-up (model missing,
+#: server down), not one bad dialogue, and an hour of identical errors helps nobody.
+ABORT_AFTER_FAILURES = 3
+
+
+class EvalError(RuntimeError):
+    """The evaluation could not run; the message says what failed."""
+
 
 @dataclass
 class ExampleResult:
@@ -126,12 +134,15 @@ def summarizer_generator(summarizer: Any, mode: str) -> Generator:
                 text="", seconds=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"
             )
         meta = summary.meta
+        keep = ("prefill_tokens", "prefill_seconds", "decode_tokens", "decode_seconds", "calls", "cut_off")
+        extra = {k: meta.extra[k] for k in keep if k in meta.extra}
+        extra.update(repaired=meta.repaired, chunks=meta.chunks, prompt_version=meta.prompt_version)
         return Generation(
             text=summary.overall.strip(),
             seconds=time.perf_counter() - start,
             prompt_tokens=meta.prompt_tokens,
             completion_tokens=meta.completion_tokens,
-            extra={"repaired": meta.repaired, "chunks": meta.chunks, "prompt_version": meta.prompt_version},
+            extra=extra,
         )
 
     return generate
@@ -168,6 +179,9 @@ def evaluate(
     for ex in bar:
         gen = generate(ex)
         gens.append(gen)
+        if len(gens) == min(ABORT_AFTER_FAILURES, len(examples)) and all(g.error for g in gens):
+            bar.close()
+            raise EvalError(f"{name}: the first {len(gens)} dialogue(s) all failed; last error: {gen.error}")
         secs = sum(g.seconds for g in gens)
         toks = sum(g.completion_tokens for g in gens)
         if secs > 0:
@@ -202,6 +216,14 @@ def evaluate(
         # Generated tokens over the whole wall time of the calls (prefill included): the rate a user sees.
         "tokens_per_s": completion / total_s if total_s > 0 else 0.0,
     }
+    # Back-ends that time prefill and decode separately (llama.cpp) give the engine's own rates too;
+    # prefill tokens are those really evaluated, i.e. after KV-cache reuse of a shared prompt prefix.
+    for phase in ("prefill", "decode"):
+        phase_tokens = sum(float(g.extra.get(f"{phase}_tokens", 0)) for g in gens)
+        phase_secs = sum(float(g.extra.get(f"{phase}_seconds", 0.0)) for g in gens)
+        if phase_tokens and phase_secs:
+            timing[f"{phase}_tokens"] = phase_tokens
+            timing[f"{phase}_tokens_per_s"] = phase_tokens / phase_secs
     return EvalRun(
         name=name,
         mode=mode,
@@ -299,7 +321,7 @@ def write_reports(run: EvalRun, out_dir: str | Path) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- the CLI command
 
 
-def build_backend(config: Any, backend: str | None, model: str | None) -> Any:
+def backend_for(config: Any, backend: str | None, model: str | None) -> Any:
     """The configured back-end, with ``--backend`` / ``--model`` applied on top of config.toml."""
     from model.backends import get_backend
 
@@ -318,10 +340,11 @@ def build_backend(config: Any, backend: str | None, model: str | None) -> Any:
     return get_backend(config.model_copy(update={"model": mcfg}))
 
 
-def build_summarizer(backend: Any, *, language: str, few_shot: bool) -> Any:
+def build_summarizer(backend: Any, *, language: str, few_shot: bool, max_new_tokens: int = 1024) -> Any:
+    """The production summarizer; ``few_shot=False`` drops the prompts' in-context examples."""
     from model.summarizer import Summarizer
 
-    return Summarizer(backend, language=language, few_shot=few_shot)
+    return Summarizer(backend, language=language, few_shot=few_shot, max_new_tokens=max_new_tokens)
 
 
 def default_out_dir(config: Any, data: Path, mode: str) -> Path:
@@ -369,8 +392,10 @@ def command(
     config = load_config(config_path)
     examples = load_examples(data, limit=limit, mode=mode)
     lang = language or corpus_language(examples)
-    be = build_backend(config, backend, model)
-    summarizer = build_summarizer(be, language=language or "auto", few_shot=few_shot)
+    be = backend_for(config, backend, model)
+    summarizer = build_summarizer(
+        be, language=language or "auto", few_shot=few_shot, max_new_tokens=config.model.max_new_tokens
+    )
     info = {
         "data": str(data),
         "backend": getattr(be, "name", backend or config.model.backend),

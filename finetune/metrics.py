@@ -126,7 +126,10 @@ def sentence_bleu(prediction: str, reference: str, *, language: str) -> float:
 
 
 def bleu_signature(language: str) -> str:
-    return str(BLEU(tokenize=bleu_tokenizer(language)).get_signature())
+    """sacrebleu's reproducibility signature (it only exists after a scoring call, hence the dummy)."""
+    bleu = BLEU(tokenize=bleu_tokenizer(language))
+    bleu.corpus_score(["x"], [["x"]])
+    return str(bleu.get_signature())
 
 
 # --------------------------------------------------------------------------- embeddings
