@@ -433,6 +433,27 @@ def summarize_cmd(
         typer.echo(render_markdown(summary, title=selection.title))
 
 
+@app.command("run")
+def run_cmd(ctx: typer.Context) -> None:
+    """Start every enabled bot adapter (Telegram, Slack) until SIGTERM or Ctrl-C."""
+    import asyncio
+    import logging
+
+    from bot.config import Secrets
+    from bot.run_cmd import enabled_adapters, run_all
+
+    state = _state(ctx)
+    enabled_adapters(load_effective_config(state.config_path, state.db_url), Secrets.from_env())  # fail fast
+    config, db = context_from(ctx)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        asyncio.run(run_all(config, Secrets.from_env(), db))
+    finally:
+        db.dispose()
+
+
 @app.command("config")
 def config_cmd(ctx: typer.Context) -> None:
     """Print the effective configuration (JSON); secrets are shown only as set / not set."""
