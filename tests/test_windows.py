@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.tokens import estimate_tokens
+from model.tokens import estimate_milli, estimate_tokens, tokens_from_milli
 from model.windows import (
     MESSAGE_OVERHEAD,
     TRUNCATION_MARKER,
@@ -255,6 +255,14 @@ def test_estimate_tokens_basics() -> None:
     assert estimate_tokens("\ud800 lone surrogate") >= 1  # never raises on odd Unicode
     assert estimate_tokens("word " * 100) > estimate_tokens("word " * 10)
     assert estimate_tokens("会议改到明天下午三点") >= 5  # about one token per CJK character or two
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.text(), b=st.text())
+def test_estimate_is_additive_so_windows_can_price_speakers_once(a: str, b: str) -> None:
+    assert estimate_milli(a + b) == estimate_milli(a) + estimate_milli(b)
+    if a + b:
+        assert estimate_tokens(a + b) == tokens_from_milli(estimate_milli(a) + estimate_milli(b))
 
 
 _ENGLISH = [
