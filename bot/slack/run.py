@@ -48,11 +48,11 @@ async def serve_socket_mode(adapter: SlackAdapter, app_token: str, stop: asyncio
     """Socket Mode: Slack pushes events over a websocket opened with the app-level token."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    handler = AsyncSocketModeHandler(adapter.app, app_token)
     try:
-        await handler.connect_async()
+        # The handler retries a failed connection forever (right for a dropped network later on), so a
+        # rejected token is detected here first, with a message naming the variable.
+        await adapter.client.apps_connections_open(app_token=app_token)
     except SlackApiError as exc:
-        await handler.close_async()
         error = exc.response.get("error")
         if error in REJECTED_TOKEN:
             raise SlackSetupError(
@@ -61,6 +61,8 @@ async def serve_socket_mode(adapter: SlackAdapter, app_token: str, stop: asyncio
             ) from None
         raise SlackSetupError(f"opening the Socket Mode connection failed ({error}); check {APP_TOKEN_ENV} "
                               "and that Socket Mode is enabled for the app") from None
+    handler = AsyncSocketModeHandler(adapter.app, app_token)
+    await handler.connect_async()
     try:
         if on_ready is not None:
             on_ready()
