@@ -17,6 +17,7 @@ day's digest (at-most-once), and the row stays ``claimed`` as the trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -157,6 +158,14 @@ class DigestScheduler:
             "bot.scheduler:_presummarize_job", "interval", seconds=self.presummarize_seconds,
             args=[self.name], id=f"chatsum-presummarize-{self.name}", replace_existing=True,
         )
+        if self.config.privacy.retention_days:
+            self._scheduler.add_job(
+                "bot.scheduler:_retention_job", "interval", hours=1, args=[self.name],
+                id=f"chatsum-retention-{self.name}", replace_existing=True, next_run_time=datetime.now(UTC),
+            )
+        else:
+            with contextlib.suppress(Exception):  # retention switched off since the last run
+                self._scheduler.remove_job(f"chatsum-retention-{self.name}")
         self._scheduler.start()
 
     async def shutdown(self) -> None:
@@ -256,6 +265,27 @@ class DigestScheduler:
         await asyncio.to_thread(finish, "posted", "", covered)
         return DigestOutcome(chat_pk, due.local_date, "posted", len(messages))
 
+    # -- retention --------------------------------------------------------------------------------------
+    async def purge(self) -> tuple[int, int]:
+        """Apply ``privacy.retention_days``: delete older messages and the summaries made only of them."""
+        from storage.retention import purge_older_than
+
+        days = self.config.privacy.retention_days
+        if not days:
+            return 0, 0
+        cutoff = self.clock() - timedelta(days=days)
+
+        def work() -> tuple[int, int]:
+            with self.db.session() as session:
+                removed = purge_older_than(session, cutoff)
+                return removed.messages, removed.summaries
+
+        messages, summaries = await asyncio.to_thread(work)
+        if messages or summaries:
+            log.info("retention: purged %d messages and %d summaries older than %d days", messages, summaries,
+                     days)
+        return messages, summaries
+
     # -- pre-summarization ------------------------------------------------------------------------------
     async def presummarize(self) -> int:
         """Summarize each active chat's latest *closed* window ahead of time; returns how many were made.
@@ -311,6 +341,16 @@ async def _digest_tick_job(name: str) -> None:
         await runtime.tick()
     except Exception:
         log.exception("digest tick failed")
+
+
+async def _retention_job(name: str) -> None:
+    runtime = _RUNTIMES.get(name)
+    if runtime is None:
+        return
+    try:
+        await runtime.purge()
+    except Exception:
+        log.exception("retention purge failed")
 
 
 async def _presummarize_job(name: str) -> None:

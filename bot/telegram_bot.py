@@ -69,6 +69,38 @@ class TelegramSetupError(Exception):
     """The Telegram adapter cannot start; the message names the setting to fix."""
 
 
+class RedactSecrets(logging.Filter):
+    """Replaces secrets in log records: the Bot API URL carries the token, and httpx/PTB log URLs."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if any(s in message for s in self.secrets):
+            for s in self.secrets:
+                message = message.replace(s, "<redacted>")
+            record.msg, record.args = message, None
+        return True
+
+
+def protect_logs(*secrets: str) -> RedactSecrets:
+    """Keep tokens out of every log: redact them in the root handlers, and silence httpx's per-request
+    INFO lines (each one a URL with the token in it)."""
+    redactor = RedactSecrets(list(secrets))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+    httpx_log = logging.getLogger("httpx")
+    httpx_log.addFilter(redactor)
+    if httpx_log.getEffectiveLevel() < logging.WARNING:
+        httpx_log.setLevel(logging.WARNING)
+    return redactor
+
+
 # -- update -> IncomingMessage -----------------------------------------------------------------------------
 
 _MEDIA_KINDS = ("photo", "video", "voice", "audio", "document", "sticker", "animation", "poll", "location",
@@ -501,6 +533,9 @@ async def run_telegram(
     token = secrets.telegram_token.get_secret_value().strip()
     if not token:
         raise TelegramSetupError(f"{TOKEN_ENV} is empty")
+    secret = secrets.telegram_webhook_secret
+    webhook_secret = secret.get_secret_value() if secret is not None else None
+    redactor = protect_logs(token, webhook_secret or "")
     stop = stop or asyncio.Event()
     own_worker: ModelWorker[Any] | None = None
     if service is None:
@@ -510,8 +545,6 @@ async def run_telegram(
     own_scheduler = scheduler is None
     if scheduler is None:
         scheduler = DigestScheduler(service, tick_seconds=tick_seconds)
-    secret = secrets.telegram_webhook_secret
-    webhook_secret = secret.get_secret_value() if secret is not None else None
     adapter = TelegramAdapter(config, token, service, scheduler=scheduler, poll_timeout=poll_timeout,
                               webhook_secret=webhook_secret)
     loop = asyncio.get_running_loop()
@@ -538,6 +571,9 @@ async def run_telegram(
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(redactor)
+        logging.getLogger("httpx").removeFilter(redactor)
 
 
 __all__ = ["TelegramAdapter", "TelegramSetupError", "run_telegram", "to_incoming"]

@@ -5,6 +5,7 @@ file, and the real SmolLM2-135M through llama.cpp (its summaries are poor but re
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -438,6 +439,43 @@ def test_missing_or_rejected_token_names_the_variable(tmp_path: Path, standin: T
             asyncio.run(run_telegram(config, Secrets(telegram_token=SecretStr("999:wrong")), db))
     finally:
         db.dispose()
+
+
+def test_webhook_checks_the_secret_and_commits_before_answering(
+    tmp_path: Path, standin: TelegramStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = make_config(tmp_path, standin).model_copy(deep=True)
+    config.telegram.mode = "webhook"
+    config.telegram.webhook_url = "https://bot.example.com/hook/x1"
+    config.telegram.webhook_port = port
+    secrets = Secrets(telegram_token=SecretStr(standin.token), telegram_webhook_secret=SecretStr("s3cret"))
+    db = open_db(config)
+    caplog.set_level(logging.DEBUG)
+    bot = BotThread(config, secrets, db).start()
+    try:
+        standin.wait_for(lambda: standin.calls_of("setWebhook"), what="setWebhook")
+        assert standin.calls_of("setWebhook")[0]["secret_token"] == "s3cret"
+        update = {"update_id": 1, "message": {"message_id": 5, "date": int(time.time()), "chat": GROUP,
+                                              "from": ALICE, "text": "via webhook"}}
+        url = f"http://127.0.0.1:{port}/hook/x1"
+        refused = httpx.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "nope"})
+        assert refused.status_code == 403
+        assert stored(db, GROUP["id"]) == []
+        answer = httpx.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
+        assert answer.status_code == 200
+        assert [r.text for r in stored(db, GROUP["id"])] == ["via webhook"]  # committed before the 200
+    finally:
+        bot.stop()
+        db.dispose()
+    assert "<redacted>" in caplog.text  # the Bot API URL was logged, without its token
+    assert standin.token not in caplog.text and "s3cret" not in caplog.text
 
 
 # -- fault test: SIGKILL while messages arrive ------------------------------------------------------------
