@@ -177,8 +177,9 @@ class SlackStandIn:
         return web.json_response(result)
 
     def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": self.workspace_url, "team": "Acme", "user": "chatsum", "team_id": self.team_id,
-                "user_id": self.bot_user_id, "bot_id": self.bot_id, "is_enterprise_install": False}
+        return {"ok": True, "url": self.workspace_url, "team": "Acme", "user": "chatsum",
+                "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
+                "is_enterprise_install": False}
 
     def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
@@ -188,7 +189,7 @@ class SlackStandIn:
         channel = self.channels.get(str(args.get("channel")))
         return {"ok": True, "channel": channel} if channel else {"ok": False, "error": "channel_not_found"}
 
-    def _m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - Slack's name
+    def _m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel")), str(args.get("message_ts"))
         return {"ok": True, "channel": channel,
                 "permalink": f"{self.workspace_url}archives/{channel}/p{ts.replace('.', '')}"}
@@ -196,10 +197,10 @@ class SlackStandIn:
     def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket"}
 
-    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._post(args) or {"ok": True, "channel": args["channel"], "ts": self.next_ts()}
 
-    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
         return self._post(args) or {"ok": True, "message_ts": self.next_ts()}
@@ -277,9 +278,10 @@ class SlackStandIn:
     def command_payload(self, command: str, *, user: str, channel: str, text: str = "",
                         trigger_id: str | None = None) -> dict[str, str]:
         trigger = trigger_id or f"{next(self._ids)}.{int(time.time())}.trigger"
+        channel_name = self.channels.get(channel, {}).get("name", "directmessage")
         return {
             "token": "legacy-verification-token", "team_id": self.team_id, "team_domain": self.domain,
-            "channel_id": channel, "channel_name": self.channels.get(channel, {}).get("name", "directmessage"),
+            "channel_id": channel, "channel_name": channel_name,
             "user_id": user, "user_name": self.users.get(user, {}).get("name", user), "command": command,
             "text": text, "api_app_id": "ACHATSUM", "is_enterprise_install": "false",
             "response_url": f"{self.url}/respond/{urllib.parse.quote(trigger)}", "trigger_id": trigger,
@@ -329,15 +331,16 @@ class SlackStandIn:
         inner = {k: v for k, v in original.items() if k not in ("channel", "event_ts", "channel_type")}
         inner.update(text=text, edited={"user": original["user"], "ts": ts})
         previous = {k: v for k, v in original.items() if k not in ("channel", "event_ts", "channel_type")}
-        return {"type": "message", "subtype": "message_changed", "hidden": True, "channel": original["channel"],
-                "message": inner, "previous_message": previous, "ts": ts, "event_ts": ts,
-                "channel_type": original["channel_type"]}
+        return {"type": "message", "subtype": "message_changed", "hidden": True,
+                "channel": original["channel"], "message": inner, "previous_message": previous,
+                "ts": ts, "event_ts": ts, "channel_type": original["channel_type"]}
 
     def delete(self, original: dict[str, Any]) -> dict[str, Any]:
         ts = self.next_ts()
         previous = {k: v for k, v in original.items() if k not in ("channel", "event_ts", "channel_type")}
-        return {"type": "message", "subtype": "message_deleted", "hidden": True, "channel": original["channel"],
-                "deleted_ts": original["ts"], "previous_message": previous, "ts": ts, "event_ts": ts,
+        return {"type": "message", "subtype": "message_deleted", "hidden": True,
+                "channel": original["channel"], "deleted_ts": original["ts"],
+                "previous_message": previous, "ts": ts, "event_ts": ts,
                 "channel_type": original["channel_type"]}
 
     def mention(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> dict[str, Any]:
