@@ -497,9 +497,7 @@ def build_repair_turns(
     feedback and the new answer.
     """
     key = _lang_key(language)
-    if (turns and turns[0].content == _SYSTEM[key]["chatsum"]) or any(
-        "JSON" in t.content for t in turns[-1:]
-    ):
+    if json_answer:
         note = _REPAIR[key].format(error=error[:500], shorter=_SHORTER[key] if shorter else "")
     else:
         note = _TEXT_REPAIR[key]

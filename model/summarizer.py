@@ -102,7 +102,9 @@ class Summarizer:
     """Summaries of conversation windows with one back-end; cheap to build, the back-end loads lazily.
 
     ``language`` is ``"auto"`` (detected per window) or a code that forces the summary's language.
-    ``few_shot=False`` leaves out the in-context examples (for a fine-tuned model).
+    ``few_shot=False`` leaves out the in-context examples (for a fine-tuned model). ``constrained=False``
+    does not ask the back-end for schema-constrained decoding (a server without it); the answer is then
+    held to the schema by validation alone.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class Summarizer:
         max_new_tokens: int = 1024,
         few_shot: bool = True,
         temperature: float = 0.0,
+        constrained: bool = True,
     ) -> None:
         if max_new_tokens < 16:
             raise ValueError(f"max_new_tokens must be at least 16, got {max_new_tokens}")
@@ -121,6 +124,7 @@ class Summarizer:
         self.max_new_tokens = max_new_tokens
         self.few_shot = few_shot
         self.temperature = temperature
+        self.constrained = constrained
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -240,7 +244,10 @@ class Summarizer:
     ) -> Completion:
         try:
             completion = self.backend.complete(
-                turns, max_tokens=max_tokens, json_schema=schema, temperature=self.temperature
+                turns,
+                max_tokens=max_tokens,
+                json_schema=schema if self.constrained else None,
+                temperature=self.temperature,
             )
         except BackendError as err:
             raise SummaryError(

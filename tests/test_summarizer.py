@@ -1,0 +1,453 @@
+"""The summarization pipeline's logic: validation, repair, grounding, merging, map-reduce.
+
+The model is replaced by ``ScriptedBackend``, a stand-in that answers from a script (fixed JSON,
+garbage, a cut-off answer) so that each path of the pipeline is exercised deterministically; the
+pipeline itself (prompts, validation, chunking, merging) is the real code. The same paths run against
+real models in ``test_summarizer_model.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from model.backends.base import BackendError, Completion, Turn
+from model.prompts import PROMPT_VERSION
+from model.schema import ChatMessage, KeyPoint, ParticipantView, Topic
+from model.summarizer import Summarizer, SummaryError, balanced_chunks, clean_text_answer
+from model.validate import (
+    OutputError,
+    copied_views,
+    extract_json,
+    merge_similar_topics,
+    parse_chatsum,
+    salvage_cut_off,
+    title_similarity,
+    view_copy_ratio,
+)
+
+Answer = str | tuple[str, str]  # text, or (text, finish_reason)
+
+
+class ScriptedBackend:
+    """Answers each call with the next scripted reply (or a function of the turns); records the calls."""
+
+    name = "scripted"
+    model_id = "script"
+
+    def __init__(
+        self, replies: list[Answer | Callable[[list[Turn]], Answer]], *, context_length: int = 8192
+    ) -> None:
+        self.replies = list(replies)
+        self.context_length = context_length
+        self.calls: list[dict[str, Any]] = []
+
+    def complete(
+        self,
+        turns: list[Turn],
+        *,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Completion:
+        self.calls.append({"turns": turns, "max_tokens": max_tokens, "json_schema": json_schema})
+        if not self.replies:
+            raise BackendError("script exhausted")
+        reply = self.replies.pop(0)
+        if callable(reply):
+            reply = reply(turns)
+        text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
+        return Completion(
+            text=text, prompt_tokens=100, completion_tokens=len(text) // 4, finish_reason=finish
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+
+def window(*lines: tuple[str, str]) -> list[ChatMessage]:
+    return [ChatMessage(ref=i, speaker=s, text=t) for i, (s, t) in enumerate(lines, start=1)]
+
+
+CHAT = window(
+    ("Alice", "can we move the release to Monday?"),
+    ("Bob", "fine by me, QA needs Friday anyway"),
+    ("Carol", "Monday 10am then, I'll book the deploy slot"),
+    ("Alice", "also, lunch tomorrow at the Thai place?"),
+    ("Bob", "yes!"),
+)
+
+
+def answer(*topics: dict[str, Any], overall: str = "Release moved; lunch planned.") -> str:
+    return json.dumps({"overall": overall, "topics": list(topics)})
+
+
+RELEASE = {
+    "title": "Release moved to Monday",
+    "views": {
+        "Alice": "Wants the release on Monday.",
+        "Bob": "Agrees; QA needs Friday.",
+        "Carol": "Books the slot.",
+    },
+    "points": [{"text": "Release on Monday 10am.", "refs": [1, 3]}],
+    "actions": [{"owner": "Carol", "text": "Book the deploy slot.", "refs": [3]}],
+}
+LUNCH = {
+    "title": "Lunch tomorrow",
+    "views": {"Alice": "Suggests the Thai place.", "Bob": "Is in."},
+    "points": [{"text": "Thai lunch tomorrow.", "refs": [4, 5]}],
+}
+
+
+# -- chatsum: happy path, grounding, repair ---------------------------------------------------------
+
+
+def test_valid_answer_becomes_a_summary_with_meta() -> None:
+    backend = ScriptedBackend([answer(RELEASE, LUNCH)])
+    summary = Summarizer(backend).summarize(CHAT)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
+    assert [p.speaker for p in summary.topics[0].participants] == ["Alice", "Bob", "Carol"]
+    assert summary.topics[0].key_points[0].message_refs == [1, 3]
+    assert summary.topics[0].action_items[0].owner == "Carol"
+    assert summary.overall == "Release moved; lunch planned."
+    meta = summary.meta
+    assert (meta.prompt_version, meta.mode, meta.language, meta.message_count) == (
+        PROMPT_VERSION,
+        "chatsum",
+        "en",
+        5,
+    )
+    assert (meta.backend, meta.model_id, meta.chunks, meta.repaired) == ("scripted", "script", 1, False)
+    # The back-end was asked to constrain decoding, with the window's speakers as the only view keys.
+    schema = backend.calls[0]["json_schema"]
+    views = schema["properties"]["topics"]["items"]["properties"]["views"]
+    assert list(views["properties"]) == ["Alice", "Bob", "Carol"]
+
+
+def test_invented_refs_and_speakers_are_dropped_and_counted() -> None:
+    bad = dict(RELEASE)
+    bad["views"] = {"Alice": "Wants Monday.", "Mallory": "Was never here.", "alice": "Said it twice."}
+    bad["points"] = [{"text": "Release on Monday.", "refs": [1, 99, 0, 3]}]
+    bad["actions"] = [{"owner": "Zed", "text": "Deploy.", "refs": [3]}]
+    summary = Summarizer(ScriptedBackend([answer(bad)])).summarize(CHAT)
+    topic = summary.topics[0]
+    assert [p.speaker for p in topic.participants] == ["Alice"]
+    assert topic.participants[0].view == "Wants Monday; Said it twice."
+    assert topic.key_points[0].message_refs == [1, 3]
+    assert topic.action_items[0].owner is None
+    assert summary.meta.dropped_refs == 2
+    assert summary.meta.dropped_speakers == 2  # Mallory and the owner Zed
+    assert summary.meta.extra["folded_views"] == 1
+    assert any("ref 99" in d for d in summary.meta.extra["drop_details"])
+
+
+def test_garbage_gets_one_repair_that_quotes_the_error() -> None:
+    backend = ScriptedBackend(["Sure! Here is the summary: topics are release and lunch", answer(RELEASE)])
+    summary = Summarizer(backend).summarize(CHAT)
+    assert summary.meta.repaired is True
+    assert len(backend.calls) == 2
+    retry = backend.calls[1]["turns"]
+    assert retry[: len(backend.calls[0]["turns"])] == backend.calls[0]["turns"]  # cached prefix
+    assert retry[-2].content.startswith("Sure!")
+    assert "not valid JSON" in retry[-1].content
+
+
+def test_two_bad_answers_raise_a_clear_error() -> None:
+    backend = ScriptedBackend(['{"overall": "x", "topics": []}', "still not json"])
+    with pytest.raises(SummaryError, match=r"unusable twice: first topics: .*after repair not valid JSON"):
+        Summarizer(backend).summarize(CHAT)
+
+
+def test_backend_failure_is_a_summary_error() -> None:
+    with pytest.raises(SummaryError, match="scripted back-end failed: script exhausted"):
+        Summarizer(ScriptedBackend([])).summarize(CHAT)
+
+
+def test_cut_off_answer_is_retried_shorter_then_salvaged_to_complete_topics() -> None:
+    full = answer(RELEASE, LUNCH)
+    cut = full[: full.index('"Lunch') + 10]
+    backend = ScriptedBackend([(cut, "length"), (cut, "length")])
+    summary = Summarizer(backend).summarize(CHAT)
+    assert "shorter" in backend.calls[1]["turns"][-1].content
+    assert backend.calls[1]["json_schema"]["properties"]["topics"]["maxItems"] == 3
+    assert [t.title for t in summary.topics] == ["Release moved to Monday"]
+    assert summary.meta.extra["cut_off"] is True
+
+
+def test_cut_off_before_any_topic_finished_is_an_error() -> None:
+    backend = ScriptedBackend([('{"overall": "x", "topics": [{"title": "Rel', "length")] * 2)
+    with pytest.raises(SummaryError, match="cut off at the token limit"):
+        Summarizer(backend).summarize(CHAT)
+
+
+def test_near_duplicate_topics_are_merged_and_counted() -> None:
+    again = {
+        "title": "Release moved to monday!",
+        "views": {"Carol": "Will deploy at 10."},
+        "points": [{"text": "Deploy at 10am.", "refs": [3]}],
+    }
+    summary = Summarizer(ScriptedBackend([answer(RELEASE, LUNCH, again)])).summarize(CHAT)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
+    assert summary.meta.merged_topics == 1
+    carol = next(p for p in summary.topics[0].participants if p.speaker == "Carol")
+    assert carol.view == "Books the slot; Will deploy at 10."
+    assert [k.text for k in summary.topics[0].key_points] == ["Release on Monday 10am.", "Deploy at 10am."]
+
+
+def test_copied_views_are_counted() -> None:
+    copy = dict(LUNCH)
+    copy["views"] = {"Alice": "also, lunch tomorrow at the Thai place?", "Bob": "Is in."}
+    summary = Summarizer(ScriptedBackend([answer(copy)])).summarize(CHAT)
+    assert summary.meta.extra["copied_views"] == 1 and summary.meta.extra["views"] == 2
+
+
+# -- plain-text modes --------------------------------------------------------------------------------
+
+
+def test_overall_mode_returns_text_without_schema() -> None:
+    backend = ScriptedBackend(['Summary: "Alice and Bob moved the release to Monday."'])
+    summary = Summarizer(backend).summarize(CHAT, mode="overall")
+    assert summary.overall == "Alice and Bob moved the release to Monday."
+    assert summary.topics == []
+    assert backend.calls[0]["json_schema"] is None
+    assert backend.calls[0]["max_tokens"] <= 200
+
+
+def test_empty_text_answer_is_retried_once() -> None:
+    backend = ScriptedBackend(["  ", "Bob agreed."])
+    summary = Summarizer(backend).summarize(CHAT, mode="agent")
+    assert summary.overall == "Bob agreed." and summary.meta.repaired
+    with pytest.raises(SummaryError, match="empty summary twice"):
+        Summarizer(ScriptedBackend(["", ""])).summarize(CHAT, mode="user")
+
+
+def test_aspect_mode_carries_the_focus() -> None:
+    backend = ScriptedBackend(["The release moves to Monday."])
+    summary = Summarizer(backend).summarize(CHAT, mode="aspect", focus="the release date")
+    assert summary.meta.focus == "the release date"
+    assert "Focus: the release date" in backend.calls[0]["turns"][-1].content
+    with pytest.raises(SummaryError, match="needs a focus"):
+        Summarizer(backend).summarize(CHAT, mode="aspect")
+
+
+def test_chinese_chat_gets_chinese_prompt_and_forced_language_wins() -> None:
+    zh = window(("小王", "明天几点开会？"), ("小李", "十点，会议室B"))
+    backend = ScriptedBackend(["小王问明天开会时间，小李说十点在会议室B。", "Xiao Li says ten."])
+    summary = Summarizer(backend).summarize(zh, mode="overall")
+    assert summary.meta.language == "zh"
+    assert backend.calls[0]["turns"][0].content.startswith("你负责总结聊天")
+    forced = Summarizer(backend, language="en").summarize(zh, mode="overall")
+    assert forced.meta.language == "en" and "Write in English." in backend.calls[1]["turns"][-1].content
+
+
+def test_bad_windows_are_refused_clearly() -> None:
+    s = Summarizer(ScriptedBackend([]))
+    with pytest.raises(SummaryError, match="no messages"):
+        s.summarize([])
+    with pytest.raises(SummaryError, match="ref 1 appears twice"):
+        s.summarize([CHAT[0], CHAT[0]])
+    with pytest.raises(SummaryError, match="unknown mode 'poem'"):
+        s.summarize(CHAT, mode="poem")
+
+
+# -- map-reduce --------------------------------------------------------------------------------------
+
+
+def long_chat(n: int = 80) -> list[ChatMessage]:
+    """Two subjects that both run through the whole chat, so both appear in every chunk."""
+    lines = []
+    for i in range(n):
+        if i % 2 == 0:
+            lines.append(
+                ("Alice" if i % 4 == 0 else "Bob", f"release note {i}: the deploy moves again, " * 3)
+            )
+        else:
+            lines.append(("Carol" if i % 4 == 1 else "Dan", f"budget line {i}: the offsite costs more, " * 3))
+    return window(*lines)
+
+
+def chunk_answer(turns: list[Turn]) -> str:
+    """A model's chunk summary: one topic per subject, citing refs seen in this chunk's prompt."""
+    refs = [int(r) for r in re.findall(r"^\[(\d+)\]", turns[-1].content, re.MULTILINE)]
+    names = re.findall(r"^\[\d+\] (\w+)", turns[-1].content, re.MULTILINE)
+    views_r = {n: "Talks about the deploy date." for n in names if n in ("Alice", "Bob")}
+    views_b = {n: "Worries about the budget." for n in names if n in ("Carol", "Dan")}
+    return answer(
+        {
+            "title": "Release schedule",
+            "views": views_r,
+            "points": [{"text": "Deploy moved.", "refs": refs[:2]}],
+        },
+        {"title": "Offsite budget", "views": views_b, "points": [{"text": "Costs up.", "refs": refs[-2:]}]},
+        overall="part",
+    )
+
+
+def group_answer(turns: list[Turn]) -> str:
+    items = re.findall(r"^(\d+)\. \(part \d+\) ([^:]+):", turns[-1].content, re.MULTILINE)
+    release = [int(i) for i, title in items if "Release" in title]
+    budget = [int(i) for i, title in items if "budget" in title]
+    return json.dumps(
+        {
+            "overall": "Deploy moved and offsite costs rose.",
+            "topics": [
+                {"title": "Release schedule", "ids": release},
+                {"title": "Offsite budget", "ids": budget},
+            ],
+        }
+    )
+
+
+def map_or_reduce(turns: list[Turn]) -> str:
+    return group_answer(turns) if turns[0].content.startswith("A long chat") else chunk_answer(turns)
+
+
+def test_long_window_is_chunked_and_topics_are_merged_across_chunks() -> None:
+    chat = long_chat()
+    backend = ScriptedBackend([map_or_reduce] * 20, context_length=3000)
+    summary = Summarizer(backend, max_new_tokens=300).summarize(chat)
+    chunks = summary.meta.chunks
+    assert chunks >= 2
+    # Every chunk prompt fit the context together with the answer budget.
+    s = Summarizer(backend, max_new_tokens=300)
+    for call in backend.calls[:chunks]:
+        assert s.count_turns(call["turns"]) + 300 <= 3000
+    # Merged, not concatenated: two topics, with refs from the first and the last chunk.
+    assert [t.title for t in summary.topics] == ["Release schedule", "Offsite budget"]
+    refs = {r for t in summary.topics for k in t.key_points for r in k.message_refs}
+    assert min(refs) <= 2 and max(refs) >= len(chat) - 1
+    assert {p.speaker for p in summary.topics[0].participants} == {"Alice", "Bob"}
+    assert summary.meta.extra["reduce"] == "model"
+    assert summary.overall == "Deploy moved and offsite costs rose."
+    assert len(backend.calls) == chunks + 1
+
+
+def test_failed_reduce_falls_back_to_title_similarity() -> None:
+    def reply(turns: list[Turn]) -> str:
+        return "no idea" if turns[0].content.startswith("A long chat") else chunk_answer(turns)
+
+    backend = ScriptedBackend([reply] * 20, context_length=3000)
+    summary = Summarizer(backend, max_new_tokens=300).summarize(long_chat())
+    assert summary.meta.extra["reduce"] == "titles"
+    assert [t.title for t in summary.topics] == ["Release schedule", "Offsite budget"]
+    assert summary.overall.startswith("part part")
+
+
+def test_text_mode_map_reduce_summarizes_the_chunk_summaries() -> None:
+    def reply(turns: list[Turn]) -> str:
+        return "Whole summary." if turns[0].content.startswith("A long chat") else "Part summary."
+
+    backend = ScriptedBackend([reply] * 20, context_length=2500)
+    summary = Summarizer(backend, few_shot=False).summarize(long_chat(), mode="overall")
+    assert summary.meta.chunks >= 2
+    assert summary.overall == "Whole summary."
+    assert "(1) Part summary." in backend.calls[-1]["turns"][-1].content
+
+
+def test_context_too_small_for_the_instructions_is_explained() -> None:
+    backend = ScriptedBackend([], context_length=600)
+    with pytest.raises(SummaryError, match="too small for the instructions"):
+        Summarizer(backend, max_new_tokens=300).summarize(long_chat())
+
+
+# -- pure helpers ------------------------------------------------------------------------------------
+
+
+def test_balanced_chunks_are_contiguous_even_and_within_room() -> None:
+    msgs = window(*[("A", f"m{i}") for i in range(10)])
+    chunks = balanced_chunks(msgs, [10] * 10, 40)
+    assert [len(c) for c in chunks] == [4, 3, 3] or [len(c) for c in chunks] == [4, 4, 2]
+    assert [m.ref for c in chunks for m in c] == list(range(1, 11))
+    assert all(sum(10 for _ in c) <= 40 for c in chunks)
+    even = balanced_chunks(msgs, [10] * 10, 60)
+    assert [len(c) for c in even] == [5, 5]  # not 6 + 4
+
+
+def test_balanced_chunks_shorten_a_message_too_big_for_any_chunk() -> None:
+    msgs = window(("A", "x" * 1000), ("B", "short"))
+    chunks = balanced_chunks(msgs, [300, 5], 100, shorten=lambda m, n: m.model_copy(update={"text": "cut"}))
+    assert chunks[0][0].text == "cut"
+    with pytest.raises(SummaryError, match="message 1 alone"):
+        balanced_chunks(msgs, [300, 5], 100)
+
+
+def test_extract_json_tolerates_fences_and_chatter() -> None:
+    assert extract_json('```json\n{"a": 1}\n```') == {"a": 1}
+    assert extract_json('Here you go: {"a": 1} hope it helps') == {"a": 1}
+    with pytest.raises(OutputError, match="empty"):
+        extract_json("   ")
+    with pytest.raises(OutputError, match="topics"):
+        parse_chatsum('{"overall": "x"}')
+
+
+def test_refs_given_as_strings_are_read() -> None:
+    raw = parse_chatsum(
+        '{"topics": [{"title": "t", "views": [{"name": "A", "view": "v"}], '
+        '"points": [{"text": "p", "refs": ["[3]", "4", true]}]}]}'
+    )
+    assert raw.topics[0].points[0].refs == [3, 4]
+    assert raw.topics[0].view_pairs() == [("A", "v")]
+
+
+def test_salvage_keeps_only_whole_topics() -> None:
+    text = (
+        '{"overall": "o", "topics": [{"title": "a", "views": {}, '
+        '"points": [{"text": "x {", "refs": [1]}]}, {"title": "b'
+    )
+    closed = salvage_cut_off(text)
+    assert closed is not None
+    assert [t.title for t in parse_chatsum(closed).topics] == ["a"]
+    assert salvage_cut_off('{"overall": "o", "topics": [{"title": "a"') is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Staging 502 errors", "Staging errors", True),
+        ("Release date", "Release notes", False),
+        ("Office move", "The office move", True),
+        ("设计评审改期", "设计评审时间改期", True),
+        ("设计评审", "周五披萨", False),
+        ("Office move", "Office party", False),
+    ],
+)
+def test_title_similarity(a: str, b: str, same: bool) -> None:
+    assert (title_similarity(a, b) >= 0.7) is same
+
+
+def test_merge_similar_topics_keeps_distinct_ones() -> None:
+    def topic(title: str, speaker: str, view: str) -> Topic:
+        return Topic(
+            title=title,
+            participants=[ParticipantView(speaker=speaker, view=view)],
+            key_points=[KeyPoint(text=title, message_refs=[1])],
+        )
+
+    merged, n = merge_similar_topics(
+        [
+            topic("Office move", "A", "Likes it."),
+            topic("Lunch", "B", "Hungry."),
+            topic("The office move", "A", "Packs on Friday."),
+        ]
+    )
+    assert n == 1
+    assert [t.title for t in merged] == ["Office move", "Lunch"]
+    assert merged[0].participants[0].view == "Likes it; Packs on Friday."
+
+
+def test_view_copy_ratio() -> None:
+    msgs = window(("A", "I'll open a ticket and pick it up tomorrow"))
+    assert view_copy_ratio("I'll open a ticket and pick it up tomorrow.", msgs) == 1.0
+    assert view_copy_ratio("Will handle the CI check.", msgs) < 0.5
+    assert copied_views(__import__("model.schema", fromlist=["Summary"]).Summary(), msgs) == (0, 0)
+
+
+def test_clean_text_answer() -> None:
+    assert clean_text_answer("摘要：小王会来。") == "小王会来。"
+    assert clean_text_answer("Ann will come. Bob will", cut_off=True) == "Ann will come."
+    assert clean_text_answer("'Quoted.'") == "Quoted."
