@@ -49,9 +49,6 @@ class BotRequest:
     status: int
     body: str
 
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
 
 @dataclass
 class SocketAck:

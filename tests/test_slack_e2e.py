@@ -12,7 +12,7 @@ import contextlib
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,16 +20,19 @@ from typing import Any
 
 import pytest
 import yaml
+from slack_sdk.web.async_client import AsyncWebClient
 from slack_standin import MAX_BLOCKS, MAX_SECTION_TEXT, ApiCall, SlackStandIn
 from sqlalchemy import select
 
 from bot.config import Config, Secrets, parse_config
 from bot.scheduler import DigestScheduler
-from bot.service import ChatService, make_engine
+from bot.service import ChatService, Reply, make_engine
 from bot.slack import SlackAdapter, SlackSetupError, run_slack
 from bot.slack.adapter import SLASH_COMMANDS, THREAD_SHORTCUT
-from bot.slack.replies import archive_link
+from bot.slack.replies import SlackPoster, archive_link
 from bot.worker import ModelWorker
+from model.schema import KeyPoint, Summary, Topic
+from model.windows import WindowMessage
 from storage.db import Database
 from storage.models import Chat, Message
 from storage.models import Summary as StoredSummary
@@ -130,8 +133,8 @@ async def running(db: Database, worker: ModelWorker[Any], mode: str = "http",
         await standin.close()
 
 
-def run(coro: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(coro())  # type: ignore[arg-type]
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
 
 
 # -- database helpers -------------------------------------------------------------------------------------
@@ -459,3 +462,49 @@ def test_archive_links() -> None:
         "https://acme.slack.com/archives/C1/p1712345678000100")  # a thread's root links as itself
     assert archive_link("", "C1", "1712345678.000100") is None
 
+
+
+def test_long_summary_is_split_within_limits_with_permalinks() -> None:
+    """A summary far beyond one message: every part is accepted by the stand-in's Slack limits, and each
+    cited message links to its permalink (built from auth.test's URL, or chat.getPermalink without it)."""
+    root_ts, reply_ts = "1712345678.000100", "1712345679.000200"
+    window = (
+        WindowMessage(1, root_ts, datetime(2024, 4, 5, tzinfo=UTC), "Ann", "root"),
+        WindowMessage(2, reply_ts, datetime(2024, 4, 5, tzinfo=UTC), "Ben", "reply", reply_to=root_ts,
+                      thread_id=root_ts),
+    )
+    topics = [Topic(title=f"Topic {i} " + "x" * 150,
+                    key_points=[KeyPoint(text=f"point {i}.{j} " + "<&>*_~ " * 120, message_refs=[1, 2])
+                                for j in range(4)])
+              for i in range(60)]
+    summary = Summary(topics=topics, overall="All done.")
+    reply = Reply(summary=summary, title="Summary of the latest conversation", refs={1: root_ts, 2: reply_ts},
+                  kind="summary", window=window)
+
+    async def scenario() -> None:
+        standin = workspace()
+        await standin.start()
+        try:
+            client = AsyncWebClient(token=standin.bot_token, base_url=standin.api_url)
+            poster = SlackPoster(client, standin.workspace_url)
+            sent = await poster.send(C_GENERAL, reply, user=BOB)
+            posts = standin.posted("chat.postEphemeral", user=BOB)
+            assert sent == len(posts) > 1  # split, and every part accepted
+            text = section_text(posts)
+            links = set(LINK.findall(text))
+            assert links == {
+                f"{standin.workspace_url}archives/{C_GENERAL}/p1712345678000100",
+                f"{standin.workspace_url}archives/{C_GENERAL}/p1712345679000200"
+                f"?thread_ts={root_ts}&cid={C_GENERAL}",
+            }
+            assert "&lt;&amp;&gt;" in text  # Slack's control characters escaped
+            assert not [c for c in standin.calls if c.method == "chat.getPermalink"]
+
+            standin.calls.clear()
+            await SlackPoster(client).send(C_GENERAL, reply, user=BOB)  # workspace URL unknown
+            assert len([c for c in standin.calls if c.method == "chat.getPermalink"]) == 2
+            assert LINK.findall(section_text(standin.posted("chat.postEphemeral", user=BOB)))
+        finally:
+            await standin.close()
+
+    run(scenario)
