@@ -26,7 +26,7 @@ PLATFORM = "slack"
 # Events API ``channel_type`` -> our chat type (the names the export importer uses).
 CHAT_TYPES = {"channel": "channel", "group": "private_channel", "mpim": "mpim", "im": "im"}
 STORED_CHAT_TYPES = frozenset({"channel", "private_channel"})
-_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 @dataclass(frozen=True, slots=True)
