@@ -53,6 +53,8 @@ WEBHOOK_SECRET_ENV = "CHATSUM_TELEGRAM_WEBHOOK_SECRET"
 ALLOWED_UPDATES = ["message", "edited_message"]
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 PLACEHOLDER = "Summarizing…"
+POLL_LIMIT = 100
+CATCH_UP_TIMEOUT = 120.0  # start the scheduler after this even if the backlog is still arriving
 
 COMMAND_DESCRIPTIONS = {
     "summary": "Summarize the latest conversation (or: 200, 3h, about <topic>)",
@@ -226,6 +228,9 @@ class TelegramAdapter:
         self._offset: int | None = None
         self.username = ""
         self.processed = 0  # updates stored and dispatched (benchmarks, tests)
+        # Set once the backlog Telegram kept while the bot was down is stored: digests due at start-up
+        # must count those messages, so the scheduler waits for this.
+        self.caught_up = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -272,7 +277,7 @@ class TelegramAdapter:
         while not stop.is_set():
             try:
                 updates = await _until_stopped(
-                    bot.get_updates(offset=self._offset, timeout=self.poll_timeout,
+                    bot.get_updates(offset=self._offset, timeout=self.poll_timeout, limit=POLL_LIMIT,
                                     allowed_updates=ALLOWED_UPDATES),
                     stop,
                 )
@@ -296,6 +301,8 @@ class TelegramAdapter:
             for update in updates:
                 await self.handle_update(update)
                 self._offset = update.update_id + 1
+            if len(updates) < POLL_LIMIT:
+                self.caught_up.set()
 
     async def handle_update(self, update: Update) -> None:
         """Store (committed) before anything else; retried until storage accepts it, so none is lost."""
@@ -469,6 +476,7 @@ class TelegramAdapter:
         await runner.setup()
         site = web.TCPSite(runner, tg.webhook_listen, tg.webhook_port)
         await site.start()
+        self.caught_up.set()  # Telegram pushes the backlog whenever it likes; nothing to wait for
         try:
             await self.application.bot.set_webhook(tg.webhook_url, secret_token=secret,
                                                    allowed_updates=ALLOWED_UPDATES)
@@ -504,6 +512,13 @@ async def _until_stopped(coro: Coroutine[Any, Any, Any], stop: asyncio.Event) ->
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     return None
+
+
+async def _start_when_caught_up(adapter: TelegramAdapter, scheduler: DigestScheduler) -> None:
+    """Start digests once the backlog is stored, so a digest due at start-up counts those messages."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(adapter.caught_up.wait(), CATCH_UP_TIMEOUT)
+    await scheduler.start()
 
 
 # -- entry point -------------------------------------------------------------------------------------------
@@ -551,10 +566,11 @@ async def run_telegram(
     if handle_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    scheduler_task: asyncio.Task[None] | None = None
     try:
         await adapter.start()
         if own_scheduler:
-            await scheduler.start()
+            scheduler_task = asyncio.create_task(_start_when_caught_up(adapter, scheduler))
         if ready is not None:
             ready(adapter)
         log.info("Telegram bot @%s running (%s)", adapter.username, config.telegram.mode)
@@ -563,6 +579,10 @@ async def run_telegram(
         else:
             await adapter.poll(stop)
     finally:
+        if scheduler_task is not None:
+            scheduler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await scheduler_task
         if own_scheduler:
             await scheduler.shutdown()
         await adapter.stop()
