@@ -45,6 +45,7 @@ from storage.models import Summary as StoredSummary
 
 log = logging.getLogger(__name__)
 
+CHAT_COMMANDS = ("summary", "digest", "forget")  # touch a chat's data: only in allowed chats
 CURRENT_LOOKBACK = 1000  # messages loaded to find the latest conversation window
 PLATFORM_NAMES = {"telegram": "Telegram", "slack": "Slack"}
 
@@ -257,7 +258,7 @@ class ChatService:
     ) -> Reply:
         """Run one command; any failure becomes a friendly sentence (details go to the log)."""
         try:
-            if not chat_allowed(self.config, who.platform, who.chat_id):
+            if command in CHAT_COMMANDS and not chat_allowed(self.config, who.platform, who.chat_id):
                 return Reply("This chat is not on this bot's allow-list, so I don't store or summarize it.",
                              kind="denied")
             if command == "summary":

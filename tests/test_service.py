@@ -393,3 +393,25 @@ def test_presummarized_window_answers_at_once_and_stays_in_its_chat(
     with db.session() as s:
         assert s.scalar(select(func.count(StoredSummary.id))) == 2
     assert len(service.worker.queue_waits) == 2  # two model calls in all
+
+
+def test_allow_list_gates_chat_data_but_not_personal_commands(tmp_path: Path, db: Database) -> None:
+    config = Config.model_validate(
+        {
+            "storage": {"data_dir": str(tmp_path / "d")},
+            "privacy": {"allowed_chats": ["telegram:-100111", "-100222"]},
+        }
+    )
+    worker: ModelWorker[Any] = ModelWorker(lambda: make_engine(config))
+    svc = ChatService(config, db, worker)
+    elsewhere = Requester("telegram", "-100999", "u1", "Una")
+    try:
+        for command in ("summary", "digest", "forget"):
+            reply = run(svc.handle(elsewhere, command))
+            assert reply.kind == "denied" and "allow-list" in reply.text
+        assert "/summary" in run(svc.handle(elsewhere, "help")).text
+        assert run(svc.handle(elsewhere, "optout")).text.startswith("Done")
+        assert "no messages stored" in run(svc.handle(Requester("telegram", "-100222", "u1"), "summary")).text
+        assert "no messages stored" in run(svc.handle(Requester("telegram", "-100111", "u1"), "summary")).text
+    finally:
+        worker.stop()
