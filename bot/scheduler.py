@@ -126,6 +126,7 @@ class DigestScheduler:
         self._posters: dict[str, DigestPoster] = {}
         self._scheduler: Any = None
         self._tick_lock = asyncio.Lock()
+        self._background: dict[str, asyncio.Task[Any]] = {}
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -168,10 +169,30 @@ class DigestScheduler:
                 self._scheduler.remove_job(f"chatsum-retention-{self.name}")
         self._scheduler.start()
 
+    def in_background(self, name: str, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` as a task unless the previous run of the same name is still going."""
+        running = self._background.get(name)
+        if running is not None and not running.done():
+            return
+
+        async def guarded() -> None:
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed", name)
+
+        self._background[name] = asyncio.get_running_loop().create_task(guarded())
+
     async def shutdown(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        for task in self._background.values():
+            task.cancel()
+        for task in self._background.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
         if _RUNTIMES.get(self.name) is self:
             del _RUNTIMES[self.name]
 
@@ -238,16 +259,19 @@ class DigestScheduler:
             detail = f"{count} new messages, fewer than digest.min_new_messages"
             await asyncio.to_thread(finish, "skipped", detail)
             return DigestOutcome(chat_pk, due.local_date, "skipped", count, detail)
+        def release() -> None:
+            with self.db.session() as session:
+                release_digest(session, run_id)
+
         try:
             result = await self.service.summarize_messages(chat_pk, messages, "chatsum")
         except (WorkerBusy, WorkerStopped) as exc:
             # Nothing was posted: give the claim back so a later tick (within the grace period) retries.
-            def release() -> None:
-                with self.db.session() as session:
-                    release_digest(session, run_id)
-
             await asyncio.to_thread(release)
             return DigestOutcome(chat_pk, due.local_date, "deferred", count, str(exc))
+        except asyncio.CancelledError:  # shutting down mid-summary: the next start may still post it
+            await asyncio.to_thread(release)
+            raise
         except Exception as exc:
             log.exception("digest of chat %s failed", chat_pk)
             await asyncio.to_thread(finish, "failed", f"{type(exc).__name__}: {exc}")
@@ -333,31 +357,23 @@ class DigestScheduler:
 
 
 async def _digest_tick_job(name: str) -> None:
-    """APScheduler entry point (referenced by name, so the persistent job survives restarts)."""
-    runtime = _RUNTIMES.get(name)
-    if runtime is None:
-        return
-    try:
-        await runtime.tick()
-    except Exception:
-        log.exception("digest tick failed")
+    """APScheduler entry point (referenced by name, so the persistent job survives restarts).
 
-
-async def _retention_job(name: str) -> None:
+    The work runs as a task of its own, so a digest that takes minutes on a CPU model neither blocks
+    the scheduler nor makes it warn about overlapping runs; a tick still running is not doubled.
+    """
     runtime = _RUNTIMES.get(name)
-    if runtime is None:
-        return
-    try:
-        await runtime.purge()
-    except Exception:
-        log.exception("retention purge failed")
+    if runtime is not None:
+        runtime.in_background("tick", runtime.tick)
 
 
 async def _presummarize_job(name: str) -> None:
     runtime = _RUNTIMES.get(name)
-    if runtime is None:
-        return
-    try:
-        await runtime.presummarize()
-    except Exception:
-        log.exception("pre-summarization failed")
+    if runtime is not None:
+        runtime.in_background("presummarize", runtime.presummarize)
+
+
+async def _retention_job(name: str) -> None:
+    runtime = _RUNTIMES.get(name)
+    if runtime is not None:
+        runtime.in_background("retention", runtime.purge)

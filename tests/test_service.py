@@ -415,3 +415,44 @@ def test_allow_list_gates_chat_data_but_not_personal_commands(tmp_path: Path, db
         assert "no messages stored" in run(svc.handle(Requester("telegram", "-100111", "u1"), "summary")).text
     finally:
         worker.stop()
+
+
+def test_digest_deferred_when_the_model_is_busy_gives_the_claim_back(
+    tmp_path: Path, db: Database, ingestor: Ingestor
+) -> None:
+    config = smollm_config(tmp_path, min_new_messages=2, grace_minutes=60)
+    clock = Clock(datetime(2026, 1, 15, 8, 0, tzinfo=UTC))
+    worker: ModelWorker[Any] = ModelWorker(lambda: make_engine(config), max_queue=1)
+    svc = ChatService(config, db, worker, ingestor=ingestor, clock=clock)
+    add_messages(ingestor, "-100777", TEAM, datetime(2026, 1, 15, 7, 0, tzinfo=UTC))
+    gate = threading.Event()
+
+    async def yes() -> bool:
+        return True
+
+    async def poster(chat_id: str, thread: str | None, reply: Reply) -> None:
+        raise AssertionError("nothing may be posted while the model is busy")
+
+    async def scenario() -> list[Any]:
+        await svc.handle(WHO, "digest", "09:00 UTC", is_admin=yes)
+        sched = DigestScheduler(svc, use_apscheduler=False)
+        sched.register_poster("telegram", poster)
+        blocker = asyncio.ensure_future(worker.run(lambda e: gate.wait(60)))
+        await asyncio.sleep(0.5)
+        filler = asyncio.ensure_future(worker.run(lambda e: None))  # the queue (size 1) is now full
+        await asyncio.sleep(0)
+        clock.now = datetime(2026, 1, 15, 9, 5, tzinfo=UTC)
+        outcomes = await sched.tick()
+        gate.set()
+        await blocker
+        await filler
+        return outcomes
+
+    try:
+        outcomes = run(scenario())
+    finally:
+        gate.set()
+        worker.stop()
+    assert [o.status for o in outcomes] == ["deferred"]
+    with db.session() as s:
+        assert digest_runs(s, s.scalars(select(Chat.id)).one()) == []  # a later tick may still post it
