@@ -41,7 +41,7 @@ from bot.commands import COMMANDS
 from bot.config import Config, Secrets
 from bot.render import render_telegram_html, telegram_message_link, telegram_text
 from bot.scheduler import DigestScheduler
-from bot.service import ChatService, Reply, Requester, chat_allowed, make_engine
+from bot.service import ChatService, Reply, Requester, chat_allowed, friendly_error, make_engine
 from bot.worker import ModelWorker
 from storage.db import Database
 from storage.ingest import IncomingMessage
@@ -371,6 +371,11 @@ class TelegramAdapter:
             await self.post_reply(str(chat.id), thread, reply, placeholder=placeholder, reply_to=message)
         except Exception:
             log.exception("answering /%s in %s failed", name, chat.id)
+            if placeholder is not None:  # never leave "Summarizing…" standing
+                with contextlib.suppress(TelegramError):
+                    await self.application.bot.edit_message_text(
+                        friendly_error(name), chat_id=chat.id, message_id=placeholder.message_id
+                    )
 
     async def is_admin(self, message: Message) -> bool:
         """Chat admins by getChatMember; an anonymous admin (speaking as the group) is one too."""
