@@ -230,8 +230,8 @@ class SlackAdapter:
             await ack()
             return
         name = str(body.get("command") or "").lstrip("/").lower()
-        public, args = split_public(str(body.get("text") or "")) if name == "summary" else (
-            False, str(body.get("text") or "").strip())
+        text = str(body.get("text") or "")
+        public, args = split_public(text) if name == "summary" else (False, text.strip())
         if name == "summary" and args.lower() == "help":
             name, args = "help", ""
         if name == "summary":  # shown at once, only to the asker, while the model works
