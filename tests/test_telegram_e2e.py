@@ -521,7 +521,8 @@ def test_sigkill_while_messages_arrive_loses_and_duplicates_nothing(
             standin.push_message(
                 chat, [ALICE, BOB, CAROL][i % 3], f"message number {i}", 1000 + i, date=now + i
             )
-            time.sleep(0.01)  # a steady stream of about 100 messages a second
+            if i % 20 == 19:
+                time.sleep(0.1)  # bursts of 20, about 200 messages a second: the bot always has a backlog
 
     feeder = threading.Thread(target=feed, daemon=True)
     proc = _spawn_bot(config, standin.token)
@@ -538,6 +539,10 @@ def test_sigkill_while_messages_arrive_loses_and_duplicates_nothing(
         proc.wait(30)
         acknowledged = standin.confirmed_below
         ack_messages = acknowledged - standin.first_update_id
+        delivered_unacknowledged = standin.pending_updates()
+        if os.environ.get("CHATSUM_TEST_VERBOSE"):
+            print(f"killed with {ack_messages} acknowledged, {delivered_unacknowledged} pending")
+        assert ack_messages < total  # killed mid-stream, with more still to come
         # Every acknowledged update is already committed: the ack came after the commit.
         committed = {int(r.platform_message_id) for r in stored(db, chat["id"])}
         assert set(range(1000, 1000 + ack_messages)) <= committed
