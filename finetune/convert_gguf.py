@@ -107,7 +107,7 @@ def hf_from_gguf(gguf: str | Path, cache_dir: str | Path, *, log: Any = None) ->
         raise ConversionError(f"transformers cannot load {src}: {str(err).splitlines()[0]}") from None
     # A model loaded from GGUF carries a GGUF "quantization" config that save_pretrained refuses; the
     # weights are already plain fp32 tensors, so dropping it is exact.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp.mkdir(parents=True)

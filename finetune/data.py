@@ -455,8 +455,9 @@ def records_from_chats(
                 stats.unlabelled += 1
                 continue
             key = _window_key(messages, teacher_id)
-            target = cache.get(key)
-            if target is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                target = cached
                 stats.teacher_cached += 1
             else:
                 start = time.perf_counter()

@@ -406,7 +406,7 @@ def train(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
-        ddp_backend=None if on_gpu else "gloo",
+        ddp_backend="gloo" if (not on_gpu and _world_size() > 1) else None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -470,6 +470,16 @@ def train(
         loss_curve(history, run / "loss.png")
     state.wait_for_everyone()
     return TrainResult(run, adapter_dir, meta, history, trainer.state.global_step, main)
+
+
+def _world_size() -> int:
+    """Processes started by ``accelerate launch`` / ``torchrun`` (they set WORLD_SIZE)."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
 
 
 def _bf16_ok() -> bool:

@@ -25,7 +25,7 @@ from finetune.data import (
 )
 from model.backends.base import Completion, Turn
 from model.prompts import build_turns
-from model.schema import ChatMessage, KeyPoint, ParticipantView, Summary, Topic
+from model.schema import KeyPoint, ParticipantView, Summary, Topic
 from model.tokens import estimate_tokens
 from storage.db import Database
 from storage.ingest import IncomingMessage, Ingestor
@@ -33,12 +33,21 @@ from storage.models import Summary as StoredSummary
 from storage.retention import set_opt_out
 
 SAMSUM = [
-    {"id": "s1", "dialogue": "Anna: Lunch at 12?\nBen: Yes, the usual place.\nAnna: Great", "summary":
-     "Anna and Ben will have lunch at 12 at the usual place."},
-    {"id": "s2", "dialogue": "Carl: Did you send the report?\nDana: Not yet, tonight.", "summary":
-     "Dana will send Carl the report tonight."},
-    {"id": "s3", "dialogue": "Eve: Movie on Friday?\nFinn: Sure!\nEve: I'll buy tickets", "summary":
-     "Eve and Finn will see a movie on Friday; Eve buys the tickets."},
+    {
+        "id": "s1",
+        "dialogue": "Anna: Lunch at 12?\nBen: Yes, the usual place.\nAnna: Great",
+        "summary": "Anna and Ben will have lunch at 12 at the usual place.",
+    },
+    {
+        "id": "s2",
+        "dialogue": "Carl: Did you send the report?\nDana: Not yet, tonight.",
+        "summary": "Dana will send Carl the report tonight.",
+    },
+    {
+        "id": "s3",
+        "dialogue": "Eve: Movie on Friday?\nFinn: Sure!\nEve: I'll buy tickets",
+        "summary": "Eve and Finn will see a movie on Friday; Eve buys the tickets.",
+    },
 ]
 ROLE = {
     "id": "c1",
@@ -99,10 +108,18 @@ def test_role_kind_refuses_data_without_role_summaries(tmp_path: Path) -> None:
 
 def test_aspect_data_from_topic_turns_and_documents(tmp_path: Path) -> None:
     rows = [
-        {"id": "t1", "topic": "delivery", "summary": "The parcel arrives tomorrow.",
-         "turns": [{"role": "Ann", "text": "Where is my parcel?"}, {"role": "Bob", "text": "Tomorrow."}]},
-        {"id": "d1", "aspect": "budget", "summary": "The budget is 5k.",
-         "document": "The plan covers the venue.\n\nThe budget is 5k in total."},
+        {
+            "id": "t1",
+            "topic": "delivery",
+            "summary": "The parcel arrives tomorrow.",
+            "turns": [{"role": "Ann", "text": "Where is my parcel?"}, {"role": "Bob", "text": "Tomorrow."}],
+        },
+        {
+            "id": "d1",
+            "aspect": "budget",
+            "summary": "The budget is 5k.",
+            "document": "The plan covers the venue.\n\nThe budget is 5k in total.",
+        },
     ]
     records = records_from_file(_jsonl(tmp_path / "aspect.jsonl", rows), "aspect")
     assert [r.mode for r in records] == ["aspect", "aspect"]
@@ -115,7 +132,11 @@ def test_aspect_data_from_topic_turns_and_documents(tmp_path: Path) -> None:
 
 def test_finalize_dedups_filters_and_splits_deterministically(tmp_path: Path) -> None:
     many = [
-        {"id": f"m{i}", "dialogue": f"Pat: message number {i}\nSam: ok {i}", "summary": f"Pat sent message {i}."}
+        {
+            "id": f"m{i}",
+            "dialogue": f"Pat: message number {i}\nSam: ok {i}",
+            "summary": f"Pat sent message {i}.",
+        }
         for i in range(40)
     ]
     long_one = {"id": "long", "dialogue": "Pat: " + "word " * 900, "summary": "Pat wrote a lot of words."}
@@ -128,17 +149,24 @@ def test_finalize_dedups_filters_and_splits_deterministically(tmp_path: Path) ->
     assert (c["read"], c["duplicates"], c["too_long"], c["target_too_short"]) == (46, 1, 1, 1)
     assert c["train"] + c["validation"] == 43 and c["validation"] > 0 and c["train"] > 0
     # Same input in another order: the same split. Role records of a dialogue stay together.
-    again = finalize(list(reversed(records)), val_fraction=0.25, seed=7, max_tokens=400, count_tokens=_estimate)
+    again = finalize(
+        list(reversed(records)), val_fraction=0.25, seed=7, max_tokens=400, count_tokens=_estimate
+    )
     assert {r.id for r in again.validation} == {r.id for r in data.validation}
     where = {r.id: split for split, recs in (("t", data.train), ("v", data.validation)) for r in recs}
     role_ids = [r.id for r in records if r.group.endswith(":c1")]
     assert len(role_ids) == 3 and len({where[i] for i in role_ids}) == 1
-    assert all(where[r.id] == ("v" if split_of(r.group, val_fraction=0.25, seed=7) == "validation" else "t")
-               for r in records if r.id in where)
+    assert all(
+        where[r.id] == ("v" if split_of(r.group, val_fraction=0.25, seed=7) == "validation" else "t")
+        for r in records
+        if r.id in where
+    )
     # Written and read back unchanged.
     write_dataset(data, tmp_path / "out")
     back = read_records(tmp_path / "out" / "train.jsonl")
-    assert [(r.id, r.prompt, r.completion) for r in back] == [(r.id, r.prompt, r.completion) for r in data.train]
+    assert [(r.id, r.prompt, r.completion) for r in back] == [
+        (r.id, r.prompt, r.completion) for r in data.train
+    ]
     report = json.loads((tmp_path / "out" / "data_report.json").read_text())
     assert report["counts"]["too_long"] == 1 and len(report["sha256"]["train"]) == 64
 
@@ -161,16 +189,28 @@ class EchoTeacher:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def complete(self, turns: list[Turn], *, max_tokens: int, json_schema: dict[str, Any] | None = None,
-                 temperature: float = 0.0, stop: list[str] | None = None) -> Completion:
+    def complete(
+        self,
+        turns: list[Turn],
+        *,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Completion:
         chat = turns[-1].content
         self.seen.append(chat)
         lines = re.findall(r"^\[(\d+)\] ([^:(]+?)(?: \([^)]*\))?: (.*)$", chat, flags=re.M)
         views = {name: f"{name} said {text}"[:140] for _, name, text in lines}
         answer = {
             "overall": "The group talked: " + "; ".join(t for _, _, t in lines)[:250],
-            "topics": [{"title": "The chat", "views": views,
-                        "points": [{"text": text[:150], "refs": [int(n)]} for n, _, text in lines[:3]]}],
+            "topics": [
+                {
+                    "title": "The chat",
+                    "views": views,
+                    "points": [{"text": text[:150], "refs": [int(n)]} for n, _, text in lines[:3]],
+                }
+            ],
         }
         return Completion(text=json.dumps(answer), prompt_tokens=10, completion_tokens=10)
 
@@ -182,8 +222,16 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def _msg(chat: str, mid: int, who: str, text: str, minutes: int) -> IncomingMessage:
-    return IncomingMessage(platform="telegram", chat_id=chat, message_id=str(mid), sent_at=T0 + timedelta(
-        minutes=minutes), sender_id=who.lower(), sender_name=who, text=text, chat_title=f"chat {chat}")
+    return IncomingMessage(
+        platform="telegram",
+        chat_id=chat,
+        message_id=str(mid),
+        sent_at=T0 + timedelta(minutes=minutes),
+        sender_id=who.lower(),
+        sender_name=who,
+        text=text,
+        chat_title=f"chat {chat}",
+    )
 
 
 def _config(tmp_path: Path) -> Any:
@@ -192,28 +240,43 @@ def _config(tmp_path: Path) -> Any:
     return parse_config({"storage": {"data_dir": str(tmp_path)}})
 
 
-def test_collected_chats_never_contain_opted_out_text_and_corrections_win(db: Database, tmp_path: Path) -> None:
+def test_collected_chats_never_contain_opted_out_text_and_corrections_win(
+    db: Database, tmp_path: Path
+) -> None:
     ingest = Ingestor(db)
     secret = "my PIN is 4417 and I live at Elm Street 9"
     # Chat -100: Bob opts out later; a correction written before that mentions his message.
-    ingest.ingest([
-        _msg("-100", 1, "Alice", "Shall we meet on Saturday for the hike?", 0),
-        _msg("-100", 2, "Bob", secret, 1),
-        _msg("-100", 3, "Carol", "Saturday works, 9am at the station", 2),
-        _msg("-100", 4, "Alice", "Great, I will bring maps", 3),
-        _msg("-100", 5, "Carol", "I'll bring snacks", 4),
-        # a second conversation, hours later
-        _msg("-100", 6, "Alice", "Who has the tent?", 300),
-        _msg("-100", 7, "Bob", secret + " again", 301),
-        _msg("-100", 8, "Carol", "I have the tent", 302),
-        _msg("-100", 9, "Alice", "Thanks Carol", 303),
-    ])
+    ingest.ingest(
+        [
+            _msg("-100", 1, "Alice", "Shall we meet on Saturday for the hike?", 0),
+            _msg("-100", 2, "Bob", secret, 1),
+            _msg("-100", 3, "Carol", "Saturday works, 9am at the station", 2),
+            _msg("-100", 4, "Alice", "Great, I will bring maps", 3),
+            _msg("-100", 5, "Carol", "I'll bring snacks", 4),
+            # a second conversation, hours later
+            _msg("-100", 6, "Alice", "Who has the tent?", 300),
+            _msg("-100", 7, "Bob", secret + " again", 301),
+            _msg("-100", 8, "Carol", "I have the tent", 302),
+            _msg("-100", 9, "Alice", "Thanks Carol", 303),
+        ]
+    )
     # Chat -200: a corrected summary that must win over the teacher.
-    ingest.ingest([_msg("-200", i, who, f"release note {i} from {who}", i)
-                   for i, who in enumerate(["Dan", "Eve", "Dan", "Eve"], start=1)])
-    corrected = Summary(overall="Dan and Eve agreed the release notes.", topics=[Topic(
-        title="Release notes", participants=[ParticipantView(speaker="Dan", view="wrote notes")],
-        key_points=[KeyPoint(text="Notes agreed", message_refs=[1, 2])])])
+    ingest.ingest(
+        [
+            _msg("-200", i, who, f"release note {i} from {who}", i)
+            for i, who in enumerate(["Dan", "Eve", "Dan", "Eve"], start=1)
+        ]
+    )
+    corrected = Summary(
+        overall="Dan and Eve agreed the release notes.",
+        topics=[
+            Topic(
+                title="Release notes",
+                participants=[ParticipantView(speaker="Dan", view="wrote notes")],
+                key_points=[KeyPoint(text="Notes agreed", message_refs=[1, 2])],
+            )
+        ],
+    )
     with db.session() as s:
         from sqlalchemy import select
 
@@ -224,15 +287,28 @@ def test_collected_chats_never_contain_opted_out_text_and_corrections_win(db: Da
         for chat, lo, hi, text in (("-100", "1", "5", f"Alice and Bob: {secret}"), ("-200", "1", "4", None)):
             content = corrected.model_dump(mode="json")
             fix = corrected.model_copy(update={"overall": text}) if text else corrected
-            s.add(StoredSummary(chat_id=chats[chat], window_start=T0, window_end=T0, first_message_id=ids[
-                (chats[chat], lo)], last_message_id=ids[(chats[chat], hi)], message_count=int(hi) - int(lo) + 1,
-                content_hash="x", mode="chatsum", model_id="m", prompt_version="p", content=content,
-                corrected=fix.model_dump(mode="json")))
+            s.add(
+                StoredSummary(
+                    chat_id=chats[chat],
+                    window_start=T0,
+                    window_end=T0,
+                    first_message_id=ids[(chats[chat], lo)],
+                    last_message_id=ids[(chats[chat], hi)],
+                    message_count=int(hi) - int(lo) + 1,
+                    content_hash="x",
+                    mode="chatsum",
+                    model_id="m",
+                    prompt_version="p",
+                    content=content,
+                    corrected=fix.model_dump(mode="json"),
+                )
+            )
         set_opt_out(s, "telegram", "bob", True)
 
     teacher = EchoTeacher()
-    records, stats = records_from_chats(db, _config(tmp_path), teacher=teacher, min_messages=3,
-                                        cache=LabelCache(tmp_path / "labels.jsonl"))
+    records, stats = records_from_chats(
+        db, _config(tmp_path), teacher=teacher, min_messages=3, cache=LabelCache(tmp_path / "labels.jsonl")
+    )
     dumped = json.dumps([r.to_json() for r in records], ensure_ascii=False)
     assert "4417" not in dumped and "Elm Street" not in dumped
     assert not any("4417" in seen for seen in teacher.seen)  # not even the teacher saw it
@@ -248,8 +324,9 @@ def test_collected_chats_never_contain_opted_out_text_and_corrections_win(db: Da
 
     # A second run takes the teacher's labels from the cache.
     again = EchoTeacher()
-    _, stats2 = records_from_chats(db, _config(tmp_path), teacher=again, min_messages=3,
-                                   cache=LabelCache(tmp_path / "labels.jsonl"))
+    _, stats2 = records_from_chats(
+        db, _config(tmp_path), teacher=again, min_messages=3, cache=LabelCache(tmp_path / "labels.jsonl")
+    )
     assert stats2.teacher_cached == 2 and stats2.teacher_labelled == 0 and again.seen == []
 
 
@@ -259,16 +336,33 @@ def test_data_command_writes_split_files_and_dry_run_writes_nothing(tmp_path: Pa
     cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
     runner = CliRunner()
     out = tmp_path / "built"
-    res = runner.invoke(app, ["data", "--samsum", str(src), "--out", str(out), "--val-fraction", "0.3",
-                              "--config", str(cfg)])
+    res = runner.invoke(
+        app, ["data", "--samsum", str(src), "--out", str(out), "--val-fraction", "0.3", "--config", str(cfg)]
+    )
     assert res.exit_code == 0, res.output
     assert "records read 3" in res.output
-    rows = [json.loads(line) for p in ("train.jsonl", "validation.jsonl")
-            for line in (out / p).read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for p in ("train.jsonl", "validation.jsonl")
+        for line in (out / p).read_text().splitlines()
+    ]
     assert sorted(r["id"] for r in rows) == ["samsum:s1:overall", "samsum:s2:overall", "samsum:s3:overall"]
 
-    dry = runner.invoke(app, ["data", "--samsum", str(src), "--out", str(tmp_path / "dry"), "--dry-run",
-                              "--base-model", str(tmp_path / "missing-model"), "--config", str(cfg)])
+    dry = runner.invoke(
+        app,
+        [
+            "data",
+            "--samsum",
+            str(src),
+            "--out",
+            str(tmp_path / "dry"),
+            "--dry-run",
+            "--base-model",
+            str(tmp_path / "missing-model"),
+            "--config",
+            str(cfg),
+        ],
+    )
     assert dry.exit_code == 0, dry.output
     assert "[1] Anna: Lunch at 12?" in dry.output and "nothing written" in dry.output
     assert not (tmp_path / "dry").exists()
