@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "finetune.train",
     "eval": "finetune.eval",
     "export": "finetune.export",
+    "convert-baichuan2": "finetune.baichuan2",
 }
 
 
