@@ -211,7 +211,7 @@ class Secrets(BaseModel):
     def from_env(cls, environ: dict[str, str] | None = None) -> Secrets:
         env = os.environ if environ is None else environ
         values = {field: env.get(name) or None for field, name in cls.ENV_NAMES.items()}
-        return cls(**values)
+        return cls.model_validate(values)
 
 
 _SECRET_LIKE = ("token", "secret", "password", "api_key")

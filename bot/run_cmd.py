@@ -8,6 +8,7 @@ storing (messages are committed before they are acknowledged), then the worker a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -54,16 +55,33 @@ async def run_all(
     tasks: list[asyncio.Task[None]] = []
     try:
         if "telegram" in names:
-            from bot.telegram_bot import run_telegram
+            from bot.telegram_bot import CATCH_UP_TIMEOUT, run_telegram
+
+            telegram_ready = asyncio.Event()
+            caught_up: list[asyncio.Event] = []
+
+            def on_ready(adapter: Any) -> None:
+                caught_up.append(adapter.caught_up)
+                telegram_ready.set()
 
             tasks.append(asyncio.create_task(run_telegram(
-                config, secrets, db, service=service, scheduler=scheduler, stop=stop), name="telegram"))
+                config, secrets, db, service=service, scheduler=scheduler, stop=stop, ready=on_ready),
+                name="telegram"))
         if "slack" in names:
             from bot.slack.run import run_slack
 
             tasks.append(asyncio.create_task(run_slack(
                 config, secrets, db, service=service, scheduler=scheduler, stop=stop), name="slack"))
-        await scheduler.start()
+        if "telegram" in names:
+            # Digests start once Telegram's backlog (kept while we were down) is stored, so a digest due
+            # at start-up counts those messages; a start-up failure surfaces through its task below.
+            await asyncio.wait([asyncio.create_task(telegram_ready.wait()), *tasks],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if caught_up:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(caught_up[0].wait(), CATCH_UP_TIMEOUT)
+        if not any(t.done() for t in tasks):
+            await scheduler.start()
         log.info("chatsum running: %s", ", ".join(names))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
