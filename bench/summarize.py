@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         ap.error(f"data file not found: {args.data} (SAMSum lives in ../shared/data; pass --data)")
 
+    load_before = os.getloadavg()
     config = load_config(args.config)
     examples = load_examples(args.data, limit=args.limit, mode="overall")
     embed = EmbeddingScorer() if args.embeddings else None
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         "scorer": results[0].notes if results else {},
         "target": TARGET,
         "wall_seconds": round(time.perf_counter() - started, 1),
+        # Timings are only meaningful on an otherwise idle machine: llama.cpp threads spin-wait, so
+        # other processes on the same cores slow it down many times over. The load shows whether they did.
+        "load_average_1min": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
         "runs": {
             r.name: {
                 "info": r.info,
@@ -181,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if verdict:
         print(f"\n{verdict}")
+    busy = max(load_before[0], os.getloadavg()[0])
+    if busy > machine()["cores"]:
+        print(
+            f"\nwarning: load average {busy:.1f} on {machine()['cores']} cores: other processes were "
+            "competing for the CPU, so the speed figures understate this machine",
+            file=sys.stderr,
+        )
     print(f"\nwritten: {args.out}")
     return 0
 
