@@ -8,12 +8,13 @@ for the traceback). Heavy imports (torch, transformers, llama.cpp) stay inside t
 Subcommands:
 
 * ``eval``   – ``finetune.eval``: score a back-end on a JSONL dataset (ROUGE, BLEU, embeddings).
-* ``data``   – to be added by the fine-tuning work (``finetune.data``): build instruction records.
-* ``train``  – to be added (``finetune.train``): LoRA + NEFTune training.
-* ``export`` – to be added (``finetune.export``): merge / GGUF export and the config line.
+* ``data``   – ``finetune.data``: build instruction records.
+* ``train``  – ``finetune.train``: LoRA + NEFTune training.
+* ``export`` – ``finetune.export``: merge / GGUF export and the config line.
+* ``convert-baichuan2`` – ``finetune.baichuan2``: Baichuan2-7B to the Llama layout.
 
 To add one: write ``finetune/<name>.py`` with ``def command(...)`` and add it to ``SUBCOMMANDS``.
-Bare ``python -m finetune`` (retrain on the collected chats, issue 5 item 0) belongs in ``_root``.
+Bare ``python -m finetune`` (retrain on the collected chats, issue 5 item 0) is ``finetune.run``.
 """
 
 from __future__ import annotations
@@ -79,18 +80,8 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(ctx: typer.Context) -> None:
-    """Build training data, fine-tune, evaluate and export chatsum's summarization model."""
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
-        typer.echo(
-            "\nerror: retraining on the collected chats (bare `python -m finetune`) is not built yet; "
-            "use a subcommand",
-            err=True,
-        )
-        raise typer.Exit(EXIT_USAGE)
-
+# Bare ``python -m finetune`` (retrain on the collected chats) is ``finetune.run.root``.
+app.callback()(importlib.import_module("finetune.run").root)
 
 for _name, _module in SUBCOMMANDS.items():
     app.command(_name)(importlib.import_module(_module).command)

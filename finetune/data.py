@@ -593,10 +593,10 @@ def write_records(path: Path, records: Iterable[InstructionRecord]) -> str:
     return h.hexdigest()
 
 
-def read_records(path: str | Path) -> list[InstructionRecord]:
+def read_records(path: str | Path, *, allow_empty: bool = False) -> list[InstructionRecord]:
     p = Path(path)
     out = [InstructionRecord.from_json(row, where=f"{p}:{n}") for n, row in read_jsonl(p)]
-    if not out:
+    if not out and not allow_empty:
         raise DataError(f"{p}: no records")
     return out
 
@@ -725,7 +725,7 @@ def command(
         raise typer.BadParameter("nothing to build: give --samsum/--role/--aspect files or --chats")
     records = list(iter_sources(samsum or [], role or [], aspect or [], limit=limit))
     if use_chats:
-        records.extend(_chat_records(config, chat, teacher_backend, teacher_model, no_teacher, echo=_err))
+        records.extend(chat_records(config, chat, teacher_backend, teacher_model, no_teacher, echo=_err))
     tokenizer = None
     base = base_model or config.finetune.base_model
     if dry_run or exact:
@@ -766,7 +766,7 @@ def _err(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def _chat_records(
+def chat_records(
     config: Any,
     chat: Sequence[str] | None,
     teacher_backend: str | None,

@@ -101,6 +101,8 @@ def config_lines(gguf: Path | None, meta: dict[str, Any], adapter_dir: Path) -> 
         f'path = "{meta["base_model"]["path"]}"',
         f'adapter = "{adapter_dir.resolve()}"',
     ]
+    if ((meta.get("recipe") or {}).get("recipe") or {}).get("serve_4bit"):
+        lines.append("load_in_4bit = true  # the recipe serves in 4-bit nf4 (bitsandbytes)")
     return "\n".join(lines)
 
 

@@ -552,9 +552,30 @@ def loss_curve(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
 # ------------------------------------------------------------------------------------------ evaluation
 
 
+def before_after_backends(
+    meta: dict[str, Any], adapter_dir: Path, gguf: Path | None
+) -> list[tuple[str, Any]]:
+    """The two models to compare, on the fastest runtime both can use: llama.cpp when the fine-tuned
+    model was exported to GGUF and the base is a GGUF file (same runtime, same quantization family),
+    else transformers with and without the adapter."""
+    base = meta["base_model"]
+    if gguf is not None and base.get("gguf"):
+        from model.backends.llama_cpp_backend import LlamaCppBackend
+
+        return [
+            ("base", LlamaCppBackend(Path(base["gguf"]), n_ctx=4096, model_id=f"{base['id']} (base)")),
+            ("fine-tuned", LlamaCppBackend(gguf, n_ctx=4096, model_id="fine-tuned")),
+        ]
+    from model.backends.transformers_backend import TransformersBackend
+
+    return [
+        ("base", TransformersBackend(base["path"], model_id=f"{base['id']} (base)")),
+        ("fine-tuned", TransformersBackend(base["path"], adapter=adapter_dir, model_id="fine-tuned")),
+    ]
+
+
 def compare_on_validation(
-    ref: BaseRef | str,
-    adapter_dir: Path,
+    backends: Sequence[tuple[str, Any]],
     records: Sequence[InstructionRecord],
     out_dir: Path,
     *,
@@ -563,22 +584,19 @@ def compare_on_validation(
     max_new_tokens: int = 1024,
     progress: bool = True,
 ) -> tuple[list[Any], str]:
-    """Score the base model and base + adapter on the validation records with the harness
-    (``finetune.eval``): same prompts (no in-context examples), greedy, per mode. Writes each run's
-    reports and ``eval.md``; returns the runs and the Markdown table."""
+    """Score each ``(label, back-end)`` on the validation records with the harness (``finetune.eval``):
+    the production prompts without in-context examples, greedy, per mode. Writes each run's reports
+    and ``eval.md``; returns the runs and the Markdown table."""
     from finetune.eval import build_summarizer, evaluate, metrics_table, summarizer_generator, write_reports
     from finetune.metrics import EmbeddingScorer
-    from model.backends.transformers_backend import TransformersBackend
 
-    base_path = ref.path if isinstance(ref, BaseRef) else str(ref)
     picked = list(records)[:limit]
     by_mode: dict[str, list[InstructionRecord]] = {}
     for rec in picked:
         by_mode.setdefault(rec.mode, []).append(rec)
     scorer = EmbeddingScorer() if embeddings else None
     runs = []
-    for label, adapter in (("base", None), ("fine-tuned", adapter_dir)):
-        backend = TransformersBackend(base_path, adapter=adapter, model_id=label)
+    for label, backend in backends:
         for mode, recs in by_mode.items():
             summarizer = build_summarizer(
                 backend, language="auto", few_shot=False, max_new_tokens=max_new_tokens
@@ -590,12 +608,12 @@ def compare_on_validation(
                 name=f"{label} ({mode})",
                 embeddings=scorer,
                 progress=progress,
-                info={"model": label, "base": base_path, "adapter": str(adapter or ""), "mode": mode},
+                info={"model": label, "backend": backend.name, "model_id": backend.model_id, "mode": mode},
             )
             write_reports(run, out_dir / f"{label}-{mode}")
             runs.append(run)
-        del backend
     table = metrics_table(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.md").write_text(
         "# Validation before / after fine-tuning\n\n"
         f"{len(picked)} validation records, greedy decoding, the production prompts without in-context "
@@ -733,7 +751,7 @@ def command(
     settings = TrainSettings.from_config(config.finetune, **overrides)
     train_path, val_path = _data_files(data, train_file, val_file)
     train_records = read_records(train_path)
-    val_records = read_records(val_path) if val_path else []
+    val_records = read_records(val_path, allow_empty=True) if val_path else []
     run_dir = out or default_run_dir(config)
     result = train(
         settings,
@@ -755,8 +773,8 @@ def command(
     finish_run(
         result,
         val_records,
-        settings=settings,
         merge=merge,
+        gguf=None,
         eval_limit=eval_limit,
         embeddings=embeddings,
         progress=progress,
@@ -768,34 +786,36 @@ def finish_run(
     result: TrainResult,
     val_records: Sequence[InstructionRecord],
     *,
-    settings: TrainSettings,
     merge: bool,
+    gguf: bool | None,
     eval_limit: int,
     embeddings: bool,
     progress: bool,
     config: Any,
     echo: Log = typer.echo,
 ) -> dict[str, Any]:
-    """After training: optional merge/GGUF export, before/after evaluation, and the plain report."""
+    """After training: merge / GGUF export, before/after evaluation, and the plain report (also
+    written to ``report.md`` in the run directory)."""
     from finetune.export import export_run
 
     meta = result.metadata
-    exported = export_run(result.run_dir, merge=merge, log=lambda s: echo(s))
+    exported = export_run(result.run_dir, merge=merge, gguf=gguf, log=lambda s: echo(s))
     table = ""
     if eval_limit and val_records:
-        _, table = compare_on_validation(
-            BaseRef(
-                **{k: meta["base_model"][k] for k in ("path", "sha256", "source", "gguf")},
-                name=meta["base_model"]["id"],
-            ),
-            result.adapter_dir,
-            val_records,
-            result.run_dir / "eval",
-            limit=eval_limit,
-            embeddings=embeddings,
-            max_new_tokens=config.model.max_new_tokens,
-            progress=progress,
-        )
+        from finetune.eval import EvalError
+
+        try:
+            _, table = compare_on_validation(
+                before_after_backends(meta, result.adapter_dir, exported["gguf"]),
+                val_records,
+                result.run_dir / "eval",
+                limit=eval_limit,
+                embeddings=embeddings,
+                max_new_tokens=config.model.max_new_tokens,
+                progress=progress,
+            )
+        except EvalError as err:  # the model is trained and exported; say why there is no comparison
+            table = f"(no before/after comparison: {err})"
         meta.setdefault("metrics", {})["eval_table"] = table
         write_metadata(result.adapter_dir, meta)
     m = meta.get("metrics", {})
@@ -806,9 +826,8 @@ def finish_run(
         f"{m.get('train_seconds', 0):.0f} s",
     ]
     if "eval_loss_before" in m:
-        lines.append(
-            f"validation loss: {m['eval_loss_before']:.4f} -> {m.get('eval_loss_after', float('nan')):.4f}"
-        )
+        after = m.get("eval_loss_after", float("nan"))
+        lines.append(f"validation loss (response tokens): {m['eval_loss_before']:.4f} -> {after:.4f}")
     if table:
         lines += ["", table]
     lines += ["", exported["instructions"]]

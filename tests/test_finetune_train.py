@@ -16,13 +16,13 @@ import pytest
 import torch
 from export_fixtures import tg_msg, write_telegram_chat
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from typer.testing import CliRunner
 
 from finetune.cli import app
 from finetune.convert_gguf import hf_from_gguf
 from finetune.data import InstructionRecord, records_from_file, render_record
-from finetune.export import export_run, merged_model
+from finetune.export import export_run
 from finetune.train import TrainSettings, load_tokenizer, read_metadata, resolve_base, train
 from model.weights import BUILTIN_MODELS, resolve_model
 
@@ -113,10 +113,10 @@ def run(
         log=lambda s: None,
     )
     adapter_after_3 = load_file(str(out / "adapter" / "adapter_model.safetensors"))
-    resumed = train(
-        TrainSettings(**SETTINGS, max_steps=4),
+    resumed = train(  # the last step only; no evaluation, no checkpointing of activations: cheaper
+        TrainSettings(**{**SETTINGS, "gradient_checkpointing": False}, max_steps=4),
         records,
-        records[:2],
+        [],
         out,
         cache_dir=cache_dir,
         resume=True,
@@ -183,7 +183,8 @@ def test_export_gguf_serves_the_fine_tuned_model_from_one_config_line(
 
     # The GGUF computes what base + adapter computes (the tensors went back with the right layout).
     meta = read_metadata(run["dir"] / "adapter")
-    merged, tok = merged_model(run["dir"] / "adapter", meta)
+    merged = AutoModelForCausalLM.from_pretrained(str(result["merged"]), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(result["merged"]))
     ids = tok("Anna: Lunch at 12?\nBen: Yes, usual place.", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         want = merged(torch.tensor([ids])).logits[0].numpy()
