@@ -301,6 +301,7 @@ class ChatStats:
     teacher_failed: int = 0
     unlabelled: int = 0
     too_short: int = 0
+    teacher_dropped: int = 0  # cached labels of windows that changed or are gone, removed from disk
     notes: list[str] = field(default_factory=list)
 
 
@@ -320,6 +321,28 @@ class LabelCache:
 
     def get(self, key: str) -> str | None:
         return self.entries.get(key)
+
+    def keep_only(self, keys: set[str]) -> int:
+        """Rewrite the file with just ``keys`` (the windows of this run); returns how many were dropped.
+
+        A window whose messages changed (deleted, or an author opted out) gets a new key, so its old label
+        is never reused; dropping it here also removes its text from disk at the next run.
+        """
+        stale = set(self.entries) - keys
+        if not stale:
+            return 0
+        self.entries = {k: v for k, v in self.entries.items() if k in keys}
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(
+                "".join(
+                    json.dumps({"key": k, "target": v}, ensure_ascii=False) + "\n"
+                    for k, v in self.entries.items()
+                ),
+                encoding="utf-8",
+            )
+            tmp.replace(self.path)
+        return len(stale)
 
     def put(self, key: str, target: str) -> None:
         self.entries[key] = target
@@ -401,6 +424,7 @@ def records_from_chats(
             plan.append((f"{chat.platform}:{chat.platform_chat_id}", window_msgs, corrected))
 
     covered: set[int] = set()
+    used_keys: set[str] = set()
     for chat_key, window_msgs, corrected in plan:
         by_id = {m.id: m for m in window_msgs}
         # A correction wins over any teacher label: its window is used as stored, newest correction first.
@@ -455,6 +479,7 @@ def records_from_chats(
                 stats.unlabelled += 1
                 continue
             key = _window_key(messages, teacher_id)
+            used_keys.add(key)
             cached = cache.get(key)
             if cached is not None:
                 target = cached
@@ -487,6 +512,8 @@ def records_from_chats(
                     label=f"teacher:{teacher_id}",
                 )
             )
+    if summarizer is not None and not chats:  # a full run: labels of windows that no longer exist go
+        stats.teacher_dropped = cache.keep_only(used_keys)
     return records, stats
 
 

@@ -179,8 +179,9 @@ def _estimate(rec: InstructionRecord) -> int:
 
 
 class EchoTeacher:
-    """A stand-in for a teacher model behind a server: it copies every message it is shown into its
-    answer, so any text that reached the teacher would show up in the training data."""
+    """A stand-in for a teacher model behind a server. It answers whatever JSON schema the summarizer
+    asks for (so it follows the summarizer's protocol, whatever it is) and copies the chat it was shown
+    into every ``overall`` field: any text that reached the teacher would show up in the training data."""
 
     name = "echo"
     model_id = "echo-teacher"
@@ -200,22 +201,30 @@ class EchoTeacher:
     ) -> Completion:
         chat = turns[-1].content
         self.seen.append(chat)
-        lines = re.findall(r"^\[(\d+)\] ([^:(]+?)(?: \([^)]*\))?: (.*)$", chat, flags=re.M)
-        views = {name: f"{name} said {text}"[:140] for _, name, text in lines}
-        answer = {
-            "overall": "The group talked: " + "; ".join(t for _, _, t in lines)[:250],
-            "topics": [
-                {
-                    "title": "The chat",
-                    "views": views,
-                    "points": [{"text": text[:150], "refs": [int(n)]} for n, _, text in lines[:3]],
-                }
-            ],
-        }
+        texts = "; ".join(re.findall(r"^\[\d+\] [^:]+: (.*)$", chat, flags=re.M))
+        answer = _fill(json_schema or {"type": "string"}, "answer", texts)
         return Completion(text=json.dumps(answer), prompt_tokens=10, completion_tokens=10)
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+
+def _fill(schema: dict[str, Any], key: str, texts: str) -> Any:
+    """A value that satisfies ``schema``: every property filled, one item per array, the chat's text in
+    ``overall``, generic words elsewhere (so no view or point reads as a copied message)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _fill(v, k, texts) for k, v in props.items()}
+    if kind == "array":
+        return [_fill(schema.get("items", {}), key, texts) for _ in range(max(1, schema.get("minItems", 1)))]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    limit = int(schema.get("maxLength", 200))
+    text = f"The group talked: {texts}" if key == "overall" else f"Plans were discussed ({key})"
+    return text[:limit]
 
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -328,6 +337,19 @@ def test_collected_chats_never_contain_opted_out_text_and_corrections_win(
         db, _config(tmp_path), teacher=again, min_messages=3, cache=LabelCache(tmp_path / "labels.jsonl")
     )
     assert stats2.teacher_cached == 2 and stats2.teacher_labelled == 0 and again.seen == []
+
+    # Carol opts out too: her windows change, their old labels (which quote her) are never reused and
+    # are removed from the cache file.
+    with db.session() as s:
+        set_opt_out(s, "telegram", "carol", True)
+    third = EchoTeacher()
+    records3, stats3 = records_from_chats(
+        db, _config(tmp_path), teacher=third, min_messages=2, cache=LabelCache(tmp_path / "labels.jsonl")
+    )
+    assert stats3.teacher_cached == 0 and stats3.teacher_labelled == 2 and stats3.teacher_dropped == 2
+    on_disk = (tmp_path / "labels.jsonl").read_text(encoding="utf-8")
+    assert "Saturday works" not in on_disk and "I have the tent" not in on_disk
+    assert "Saturday works" not in json.dumps([r.to_json() for r in records3])
 
 
 def test_data_command_writes_split_files_and_dry_run_writes_nothing(tmp_path: Path) -> None:
