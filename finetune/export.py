@@ -114,60 +114,56 @@ def export_run(
     gguf_type: str = "q8_0",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Export a run: GGUF when possible (always when ``gguf`` is True, by default when ``merge``), the
-    merged HF directory with ``merge``; returns the paths and the config instructions."""
+    """Export a run: a GGUF when ``gguf`` (default: with ``merge``) and it can be written here, the
+    merged HF directory with ``merge``; returns the paths, notes and the config instructions."""
     adapter = adapter_dir_of(run)
     run_dir = adapter.parent
     try:
         meta = read_metadata(adapter)
     except TrainError as err:
         raise ExportError(str(err)) from None
-    want_gguf = merge if gguf is None else gguf
     result: dict[str, Any] = {"adapter": adapter, "merged": None, "gguf": None, "notes": []}
+    want_gguf = merge if gguf is None else gguf
+    base_gguf = meta["base_model"].get("gguf")
+    base_gguf = base_gguf if base_gguf and Path(base_gguf).is_file() else None
+    script = None if base_gguf else find_convert_script()
+    if want_gguf and not (base_gguf or script):
+        want_gguf = False  # merging a 7B model for nothing would take minutes and 30 GB of disk
+        result["notes"].append(
+            "no GGUF written: the base is not a GGUF file and llama.cpp's convert_hf_to_gguf.py is not "
+            f"available offline here (set {ENV_CONVERT} to its path); serve the transformers back-end with "
+            "the adapter instead"
+        )
     if merge or want_gguf:
         log("merging the adapter into the base model (fp32)")
         model, tokenizer = merged_model(adapter, meta)
         merged_dir = run_dir / "merged"
-        if merge or (want_gguf and not meta["base_model"].get("gguf")):
+        if merge or script is not None:  # the convert script reads a merged directory
             merged_dir.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(merged_dir, safe_serialization=True)
             tokenizer.save_pretrained(merged_dir)
             (merged_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
             result["merged"] = merged_dir
-        if want_gguf:
-            target = run_dir / f"model-{gguf_type}.gguf"
-            base_gguf = meta["base_model"].get("gguf")
-            if base_gguf and Path(base_gguf).is_file():
-                log(f"writing {target.name} (metadata and tokenizer of {Path(base_gguf).name})")
-                result["gguf"] = export_gguf(model, base_gguf, target, out_type=gguf_type)
-            else:
-                script = find_convert_script()
-                if script is None:
-                    result["notes"].append(
-                        "no GGUF written: the base is not a GGUF file and llama.cpp's convert_hf_to_gguf.py "
-                        f"is not available offline here (set {ENV_CONVERT} to its path); serve the "
-                        "transformers back-end with the adapter (load_in_4bit = true for 4-bit) instead"
-                    )
-                else:
-                    log(f"converting with {script}")
-                    proc = subprocess.run(
-                        [
-                            sys.executable,
-                            str(script),
-                            str(merged_dir),
-                            "--outfile",
-                            str(target),
-                            "--outtype",
-                            gguf_type,
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
-                    if proc.returncode != 0:
-                        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                        raise ExportError(f"{script.name} failed: {tail[0]}")
-                    result["gguf"] = target
+        target = run_dir / f"model-{gguf_type}.gguf"
+        if want_gguf and base_gguf:
+            log(f"writing {target.name} (metadata and tokenizer of {Path(base_gguf).name})")
+            result["gguf"] = export_gguf(model, base_gguf, target, out_type=gguf_type)
+        elif want_gguf and script is not None:
+            log(f"converting with {script}")
+            cmd = [
+                sys.executable,
+                str(script),
+                str(merged_dir),
+                "--outfile",
+                str(target),
+                "--outtype",
+                gguf_type,
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise ExportError(f"{script.name} failed: {tail[0]}")
+            result["gguf"] = target
         del model
     result["instructions"] = config_lines(result["gguf"], meta, adapter)
     if result["notes"]:

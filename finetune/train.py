@@ -713,7 +713,12 @@ def command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
     ] = False,
-    merge: Annotated[bool, typer.Option("--merge", help="Also write a merged model (and GGUF).")] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Also keep the merged model as an HF directory.")
+    ] = False,
+    gguf: Annotated[
+        bool, typer.Option("--gguf/--no-gguf", help="Export a GGUF for llama.cpp (when the base allows it).")
+    ] = True,
     eval_limit: Annotated[
         int, typer.Option("--eval-limit", min=0, help="Validation records scored before/after (0: none).")
     ] = 50,
@@ -774,7 +779,7 @@ def command(
         result,
         val_records,
         merge=merge,
-        gguf=None,
+        gguf=gguf,
         eval_limit=eval_limit,
         embeddings=embeddings,
         progress=progress,

@@ -94,6 +94,7 @@ def test_two_cpu_processes_train_with_ddp(tmp_path: Path, tmp_path_factory: pyte
         "--eval-limit",
         "0",
         "--no-progress",
+        "--no-gguf",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
