@@ -332,13 +332,14 @@ CHATSUM_EN = ExampleChat(
         ("Marco", "pepperoni pls"),
     ),
     '{"overall": "The team moved the design review to Thursday 10am, fixed staging after a bad nginx '
-    'change, and planned Friday pizza.", "topics": ['
+    'change, and planned Friday pizza.", '
+    '"topics": ['
     '{"title": "Design review moved", "views": {"Priya": "Wants the review later because the mockups '
     'are not ready.", "Tom": "Is fine with Thursday.", "Lena": "Can only make Thursday morning."}, '
     '"points": [{"text": "The mockups are not ready yet.", "refs": [1]}], '
     '"decisions": [{"text": "Design review on Thursday at 10am.", "refs": [3, 4]}]}, '
     '{"title": "Staging 502 errors", "views": {"Tom": "Will add a config check to CI.", '
-    '"Lena": "Admits her nginx change caused it and rolled it back.", "Marco": "Reported the errors '
+    '"Lena": "Admits her nginx change caused it and rolled it back.", "Marco": "Reports the errors '
     'and wants CI to catch bad configs."}, '
     '"points": [{"text": "A nginx config change broke staging; the rollback fixed it.", '
     '"refs": [8, 9, 11]}], '
@@ -367,14 +368,14 @@ CHATSUM_ZH = ExampleChat(
     ),
     '{"overall": "设计评审改到周四上午十点；测试环境因nginx配置出错已回滚修复；周五中午订披萨。", '
     '"topics": ['
-    '{"title": "设计评审改期", "views": {"小雅": "稿子没好，希望推迟评审。", "老唐": "周四可以。", '
-    '"丽娜": "只有周四上午有空。"}, '
+    '{"title": "设计评审改期", "views": {"小雅": "希望推迟评审，因为稿子没好。", "老唐": "同意改到周四。", '
+    '"丽娜": "表示只有周四上午有空。"}, '
     '"points": [{"text": "设计稿还没准备好。", "refs": [1]}], '
     '"decisions": [{"text": "评审定在周四上午十点。", "refs": [3, 4]}]}, '
     '{"title": "测试环境502错误", "views": {"老唐": "负责在CI里加配置检查。", '
     '"丽娜": "承认是自己的nginx改动导致的，已回滚。", "马可": "报告了错误，希望CI能发现错误配置。"}, '
     '"points": [{"text": "nginx配置改动导致502，回滚后恢复。", "refs": [8, 9, 11]}], '
     '"actions": [{"owner": "老唐", "text": "明天建工单并加CI配置检查。", "refs": [12]}]}, '
-    '{"title": "周五披萨", "views": {"小雅": "周五十二点订披萨。", "马可": "想要意式香肠口味。"}, '
+    '{"title": "周五披萨", "views": {"小雅": "负责周五十二点订披萨。", "马可": "想要意式香肠口味。"}, '
     '"points": [{"text": "周五十二点订披萨。", "refs": [13]}]}]}',
 )

@@ -43,22 +43,29 @@ from model.prompts import (
     build_group_turns,
     build_merge_turns,
     build_repair_turns,
+    build_topic_turns,
     build_turns,
-    chatsum_schema,
+    content_messages,
     format_dialogue,
     group_schema,
     participants,
+    plan_schema,
+    split_decisions,
+    topic_schema,
 )
 from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
 from model.validate import (
     Drops,
     OutputError,
+    RawChatSum,
+    RawTopic,
     copied_views,
     ground_topics,
     merge_similar_topics,
     merge_topics,
-    parse_chatsum,
     parse_groups,
+    parse_plan,
+    parse_topic_answer,
     salvage_cut_off,
     topic_weight,
 )
@@ -72,6 +79,14 @@ class SummaryError(Exception):
 TURN_OVERHEAD_TOKENS = 8
 #: Plain-text modes answer in one to three sentences.
 TEXT_MAX_TOKENS = 200
+#: chatsum step 1 (overall + up to 5 titles with people) and step 2 (per topic) answer budgets: above the
+#: longest answer the schema's caps allow in practice, so the token limit never cuts an answer short.
+PLAN_MAX_TOKENS = 320
+TOPIC_BASE_TOKENS = 360
+TOKENS_PER_VIEW = 32
+TOPIC_QUESTION_TOKENS = 64
+#: People per topic assumed when sizing chunks; a topic with more people gets more at call time.
+TYPICAL_PEOPLE = 4
 
 
 @dataclass
@@ -86,6 +101,7 @@ class _Usage:
     decode_tokens: int = 0
     decode_seconds: float = 0.0
     cut_off: bool = False
+    failed_topics: int = 0
     notes: list[str] = field(default_factory=list)
 
     def add(self, c: Completion) -> None:
@@ -181,6 +197,7 @@ class Summarizer:
             decode_tokens=usage.decode_tokens,
             decode_seconds=round(usage.decode_seconds, 3),
             cut_off=usage.cut_off,
+            failed_topics=usage.failed_topics,
             folded_views=drops.folded_views,
         )
         if drops.details:
@@ -210,7 +227,11 @@ class Summarizer:
     # -- budgets and chunks ---------------------------------------------------------------------------
 
     def answer_budget(self, mode: str) -> int:
-        return self.max_new_tokens if mode == "chatsum" else min(self.max_new_tokens, TEXT_MAX_TOKENS)
+        """Context a prompt must leave free: for chatsum the plan, a topic question and its answer."""
+        if mode == "chatsum":
+            plan = min(self.max_new_tokens, PLAN_MAX_TOKENS)
+            return plan + TOPIC_QUESTION_TOKENS + self._topic_tokens(TYPICAL_PEOPLE)
+        return min(self.max_new_tokens, TEXT_MAX_TOKENS)
 
     def count_turns(self, turns: Sequence[Turn]) -> int:
         """Prompt size of a conversation under the back-end's tokenizer (text plus template overhead)."""
@@ -256,35 +277,112 @@ class Summarizer:
         usage.add(completion)
         return completion
 
-    def _chatsum_once(self, messages: list[ChatMessage], language: str, usage: _Usage) -> _ChunkResult:
-        speakers = participants(messages)
-        max_ref = max(m.ref for m in messages)
-        schema = chatsum_schema(speakers, max_ref, language)
-        turns = build_turns(messages, "chatsum", language, few_shot=self.few_shot)
-        completion = self._complete(turns, usage, max_tokens=self.max_new_tokens, schema=schema)
+    def _ask(
+        self,
+        turns: list[Turn],
+        schema: dict[str, Any],
+        parse: Callable[[str], Any],
+        language: str,
+        usage: _Usage,
+        *,
+        max_tokens: int,
+        what: str,
+        shorter_schema: dict[str, Any] | None = None,
+        salvage: bool = False,
+    ) -> tuple[Any, str, bool]:
+        """One constrained question with one repair: (parsed answer, its text, whether it was repaired)."""
+        completion = self._complete(turns, usage, max_tokens=max_tokens, schema=schema)
         try:
-            raw = _parse_complete(completion)
-            repaired = False
+            return parse(_uncut(completion)), completion.text, False
         except OutputError as err:
             cut = completion.finish_reason == "length"
-            usage.notes.append(f"repair: {err}")
+            usage.notes.append(f"repair of the {what}: {err}")
             retry = build_repair_turns(turns, completion.text, str(err), language, shorter=cut)
-            schema2 = chatsum_schema(speakers, max_ref, language, max_topics=3) if cut else schema
-            second = self._complete(retry, usage, max_tokens=self.max_new_tokens, schema=schema2)
+            second = self._complete(
+                retry, usage, max_tokens=max_tokens, schema=(shorter_schema or schema) if cut else schema
+            )
             try:
-                raw = _parse_complete(second)
+                return parse(_uncut(second)), second.text, True
             except OutputError as err2:
-                salvaged = _salvage(second) or _salvage(completion)
-                if salvaged is None:
-                    raise SummaryError(
-                        f"the model's answer was unusable twice: first {err}; after repair {err2}"
-                    ) from None
-                usage.cut_off = True
-                raw = salvaged
-            repaired = True
-        topics, drops = ground_topics(raw, messages)
+                for attempt in (second, completion) if salvage else ():
+                    closed = salvage_cut_off(attempt.text)
+                    if closed is not None:
+                        try:
+                            answer = parse(closed)
+                        except OutputError:
+                            continue
+                        usage.cut_off = True
+                        return answer, closed, True
+                raise SummaryError(
+                    f"the model's {what} was unusable twice: first {err}; after repair {err2}"
+                ) from None
+
+    def _topic_tokens(self, n_people: int, turns: list[Turn] | None = None) -> int:
+        """Answer budget of one topic: enough for its views and points, never past the context's end."""
+        budget = min(self.max_new_tokens, TOPIC_BASE_TOKENS + TOKENS_PER_VIEW * n_people)
+        if turns is not None:
+            budget = min(budget, self.backend.context_length - self.count_turns(turns) - 8)
+        return max(16, budget)
+
+    def _chatsum_once(self, messages: list[ChatMessage], language: str, usage: _Usage) -> _ChunkResult:
+        """Step 1 (the plan: topics and their people), then step 2 once per topic, on one cached prefix."""
+        shown = content_messages(messages)
+        speakers = participants(shown)
+        max_ref = max(m.ref for m in messages)
+        cap = topic_cap(len(shown))
+        plan_turns = build_turns(messages, "chatsum", language, few_shot=self.few_shot)
+        plan, plan_answer, repaired = self._ask(
+            plan_turns,
+            plan_schema(speakers, language, max_topics=cap),
+            parse_plan,
+            language,
+            usage,
+            max_tokens=min(self.max_new_tokens, PLAN_MAX_TOKENS),
+            what="list of topics",
+            shorter_schema=plan_schema(speakers, language, max_topics=min(cap, 3)),
+            salvage=True,
+        )
+        known = {m.speaker for m in messages}
+        drops = Drops()
+        raw_topics: list[RawTopic] = []
+        for index, item in enumerate(plan.topics[:MAX_TOPICS], start=1):
+            people = [p for p in dict.fromkeys(item.people) if p in known]
+            for p in item.people:
+                if p not in known:
+                    drops.speakers += 1
+                    drops.details.append(f"speaker {p!r} is not a participant")
+            turns = build_topic_turns(plan_turns, plan_answer, index, item.title, people, language)
+            try:
+                answer, _, fixed = self._ask(
+                    turns,
+                    topic_schema(people, speakers, max_ref, language),
+                    parse_topic_answer,
+                    language,
+                    usage,
+                    max_tokens=self._topic_tokens(len(people), turns),
+                    what=f"topic {index}",
+                )
+            except SummaryError as err:
+                usage.notes.append(f"topic {index} ({item.title}) left out: {err}")
+                usage.failed_topics += 1
+                continue
+            repaired = repaired or fixed
+            points, decisions = split_decisions(answer.points, language)
+            raw_topics.append(
+                RawTopic(
+                    title=item.title,
+                    views=answer.views,
+                    points=points,
+                    decisions=[*decisions, *answer.decisions],
+                    actions=answer.actions,
+                )
+            )
+        if not raw_topics:
+            raise SummaryError(f"none of the {len(plan.topics)} topics could be described: {usage.notes[-1]}")
+        topics, grounding = ground_topics(RawChatSum(overall=plan.overall, topics=raw_topics), messages)
+        drops.add(grounding)
         return _ChunkResult(
-            topics=topics, overall=" ".join(raw.overall.split()), drops=drops, repaired=repaired
+            topics=topics, overall=whole_sentences(plan.overall), drops=drops, repaired=repaired
         )
 
     def _reduce_chatsum(
@@ -429,23 +527,27 @@ def balanced_chunks(
     return chunks
 
 
-def _parse_complete(completion: Completion) -> Any:
+def _uncut(completion: Completion) -> str:
+    """The answer's text, or an ``OutputError`` when the token limit cut it off."""
     if completion.finish_reason == "length":
         raise OutputError(
             f"the answer was cut off at the token limit ({completion.completion_tokens} tokens); "
             "write fewer topics and shorter sentences"
         )
-    return parse_chatsum(completion.text)
+    return completion.text
 
 
-def _salvage(completion: Completion) -> Any:
-    closed = salvage_cut_off(completion.text)
-    if closed is None:
-        return None
-    try:
-        return parse_chatsum(closed)
-    except OutputError:
-        return None
+def topic_cap(n_messages: int) -> int:
+    """Most topics a window of ``n_messages`` (fillers excluded) may have: a ceiling, not a target.
+
+    Left at five, the 1.5B split a 31-message chat with three subjects into five topics; a subject
+    takes about fifteen messages in the chats we wrote, and short chats still get room for three.
+    """
+    if n_messages <= 3:
+        return 1
+    if n_messages < 30:
+        return 3
+    return min(MAX_TOPICS, 2 + n_messages // 15)
 
 
 def _gist(topic: Topic) -> str:
@@ -460,6 +562,15 @@ def _gist(topic: Topic) -> str:
 
 _LEAD = re.compile(r"^\s*(?:summary|摘要|总结)\s*[:：]\s*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """Drop a trailing fragment that a length cap cut mid-sentence (unless nothing would remain)."""
+    text = " ".join(text.split())
+    if not text or text[-1] in ".!?。！？…":
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
 
 
 def clean_text_answer(text: str, *, cut_off: bool = False) -> str:

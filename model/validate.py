@@ -88,6 +88,26 @@ class RawChatSum(_Raw):
     topics: list[RawTopic] = Field(min_length=1)
 
 
+class RawPlan(_Raw):
+    """Step 1 of chatsum: the topics and who took part in each."""
+
+    class Item(_Raw):
+        title: str = Field(min_length=1)
+        people: list[str] = Field(default_factory=list)
+
+    overall: str = ""
+    topics: list[Item] = Field(min_length=1)
+
+
+class RawTopicAnswer(_Raw):
+    """Step 2 of chatsum: one topic's views, points, decisions and actions."""
+
+    views: dict[str, str] | list[RawView] = Field(default_factory=dict)
+    points: list[RawPoint] = Field(default_factory=list)
+    decisions: list[RawPoint] = Field(default_factory=list)
+    actions: list[RawAction] = Field(default_factory=list)
+
+
 class RawGroups(_Raw):
     class Group(_Raw):
         title: str = Field(min_length=1)
@@ -134,6 +154,27 @@ def parse_chatsum(text: str) -> RawChatSum:
         return RawChatSum.model_validate(data)
     except ValidationError as err:
         raise OutputError(_describe(err)) from None
+
+
+def parse_plan(text: str) -> RawPlan:
+    """Parse and shape-check step 1 of a chatsum answer."""
+    data = extract_json(text)
+    try:
+        return RawPlan.model_validate(data)
+    except ValidationError as err:
+        raise OutputError(_describe(err)) from None
+
+
+def parse_topic_answer(text: str) -> RawTopicAnswer:
+    """Parse and shape-check step 2 (one topic); a topic without a single view or point is unusable."""
+    data = extract_json(text)
+    try:
+        answer = RawTopicAnswer.model_validate(data)
+    except ValidationError as err:
+        raise OutputError(_describe(err)) from None
+    if not answer.views and not answer.points:
+        raise OutputError("the topic has neither views nor points")
+    return answer
 
 
 def parse_groups(text: str) -> RawGroups:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -19,12 +20,18 @@ from model.prompts import (
     build_group_turns,
     build_merge_turns,
     build_repair_turns,
+    build_topic_turns,
     build_training_example,
     build_turns,
-    chatsum_schema,
+    chatsum_training_pairs,
     format_dialogue,
+    is_filler,
     participants,
+    plan_schema,
+    split_decisions,
     summary_to_target,
+    topic_answer,
+    topic_schema,
 )
 from model.schema import MODES, ChatMessage
 from model.validate import ground_topics, parse_chatsum
@@ -146,49 +153,144 @@ def test_prompt_version_is_set() -> None:
 # -- the model-facing schema -------------------------------------------------------------------------
 
 
-def test_schema_views_allow_exactly_the_participants_once_each() -> None:
-    schema = chatsum_schema(["Alice", "Bob"], 3, "en")
-    topic = schema["properties"]["topics"]["items"]
-    views = topic["properties"]["views"]
-    assert list(views["properties"]) == ["Alice", "Bob"]
+def test_plan_schema_names_only_participants() -> None:
+    schema = plan_schema(["Alice", "Bob"], "en", max_topics=3)
+    assert list(schema["properties"]) == ["topics", "overall"]  # the sentence sums up the listed topics
+    topics = schema["properties"]["topics"]
+    assert topics["maxItems"] == 3
+    assert topics["items"]["properties"]["people"]["items"]["enum"] == ["Alice", "Bob"]
+
+
+def test_topic_schema_requires_one_view_per_person_of_the_topic() -> None:
+    schema = topic_schema(["Bob", "Alice"], ["Alice", "Bob", "Carol"], 3, "en")
+    views = schema["properties"]["views"]
+    assert list(views["properties"]) == views["required"] == ["Bob", "Alice"]
     assert views["additionalProperties"] is False
-    assert views["properties"]["Alice"]["maxLength"] == LIMITS["en"]["view"]
-    assert schema["properties"]["topics"]["maxItems"] == MAX_TOPICS
-    assert topic["properties"]["points"]["maxItems"] == MAX_POINTS
-    refs = topic["properties"]["points"]["items"]["properties"]["refs"]
+    view = views["properties"]["Alice"]
+    assert re.match(view["pattern"], "Asks whether lunch is at noon.")
+    assert not re.match(view["pattern"], "lunch at noon?")  # a pasted message cannot be a view
+    assert not re.match(view["pattern"], "Asks " + "x" * LIMITS["en"]["view"] * 2)
+    assert schema["properties"]["points"]["maxItems"] == MAX_POINTS
+    refs = schema["properties"]["points"]["items"]["properties"]["refs"]
     assert refs["maxItems"] == MAX_REFS and refs["items"]["maximum"] == 3
-    assert list(schema["properties"]) == ["overall", "topics"]  # overall first: a plan of the topics
+    owner = schema["properties"]["actions"]["items"]["properties"]["owner"]
+    assert owner["enum"] == ["Alice", "Bob", "Carol"]
+    assert schema["required"] == ["views", "points"]
 
 
-def test_schema_for_a_crowd_falls_back_to_a_named_list() -> None:
+def test_topic_schema_for_a_crowd_falls_back_to_a_named_list() -> None:
     names = [f"user{i}" for i in range(MAX_KEYED_SPEAKERS + 1)]
-    views = chatsum_schema(names, 50, "en")["properties"]["topics"]["items"]["properties"]["views"]
+    views = topic_schema(names, names, 50, "en")["properties"]["views"]
     assert views["type"] == "array"
     assert views["items"]["properties"]["name"]["enum"] == names
 
 
 @pytest.mark.parametrize(("example", "language"), [(CHATSUM_EN, "en"), (CHATSUM_ZH, "zh")])
-def test_chatsum_examples_obey_their_own_schema(example, language: str) -> None:  # type: ignore[no-untyped-def]
-    """The worked example must be an answer the grammar allows, or it teaches the model the wrong shape."""
-    turns = build_turns(ALICE_BOB, "chatsum", language)
-    example_messages_text = turns[1].content
-    speakers = [line[0] for line in example.lines]
-    order = list(dict.fromkeys(speakers))
+def test_chatsum_examples_obey_their_own_schemas(example, language: str) -> None:  # type: ignore[no-untyped-def]
+    """The worked example must be answers the grammar allows, or it teaches the model the wrong shape."""
+    order = list(dict.fromkeys(line[0] for line in example.lines))
     data = json.loads(example.summary)
     lim = LIMITS[language]
+    assert list(data) == ["overall", "topics"]
     assert len(data["overall"]) <= lim["overall"]
     assert 1 <= len(data["topics"]) <= MAX_TOPICS
     for topic in data["topics"]:
         assert set(topic) <= {"title", "views", "points", "decisions", "actions"}
         assert len(topic["title"]) <= lim["title"]
-        keys = list(topic["views"])
-        assert keys == [s for s in order if s in keys], "views must follow first-appearance order"
-        assert all(len(v) <= lim["view"] for v in topic["views"].values())
-        assert 1 <= len(topic["points"]) <= MAX_POINTS
+        people = list(topic["views"])
+        assert set(people) <= set(order)
+        pattern = topic_schema(people, order, len(example.lines), language)["properties"]["views"][
+            "properties"
+        ][people[0]]["pattern"]
+        assert all(re.match(pattern, v) for v in topic["views"].values())
+        assert 1 <= len(topic["points"]) + len(topic.get("decisions", [])) <= MAX_POINTS
         for p in topic["points"] + topic.get("decisions", []) + topic.get("actions", []):
             assert 1 <= len(p["refs"]) <= MAX_REFS
             assert all(1 <= r <= len(example.lines) for r in p["refs"])
-    assert f"[{len(example.lines)}]" in example_messages_text
+
+
+def test_chatsum_prefix_shows_the_example_in_both_steps() -> None:
+    turns = build_turns(ALICE_BOB, "chatsum", "en")
+    roles = [t.role for t in turns]
+    assert roles == ["system", "user", "assistant"] + ["user", "assistant"] * 3 + ["user"]
+    assert "[14] Marco: pepperoni pls" in turns[1].content
+    plan = json.loads(turns[2].content)
+    assert [t["title"] for t in plan["topics"]] == [
+        "Design review moved",
+        "Staging 502 errors",
+        "Pizza Friday",
+    ]
+    assert turns[3].content.startswith("Step 2 for topic 1: Design review moved\nPeople: Priya, Tom, Lena")
+    first = json.loads(turns[4].content)
+    assert set(first) == {"views", "points"}
+    assert first["points"][1] == {"text": "Decided: Design review on Thursday at 10am.", "refs": [3, 4]}
+
+
+def test_decisions_travel_as_decided_points() -> None:
+    from model.validate import RawPoint
+
+    topic = {
+        "views": {"A": "Wants x."},
+        "points": [{"text": "p", "refs": [1]}],
+        "decisions": [{"text": "Ship Monday.", "refs": [2]}],
+    }
+    answer = topic_answer(topic, "zh")
+    assert answer["points"][1]["text"] == "决定：Ship Monday."
+    raw = [RawPoint(text=p["text"], refs=p["refs"]) for p in answer["points"]]
+    points, decisions = split_decisions(raw, "zh")
+    assert [p.text for p in points] == ["p"] and [d.text for d in decisions] == ["Ship Monday."]
+    points, decisions = split_decisions([RawPoint(text="Decided: go", refs=[1])], "zh")  # either language
+    assert decisions[0].text == "go" and decisions[0].refs == [1]
+
+
+def test_topic_turns_extend_the_plan_conversation() -> None:
+    plan_turns = build_turns(ALICE_BOB, "chatsum", "zh")
+    turns = build_topic_turns(plan_turns, '{"overall": "x"}', 2, "午饭\n地点", ["Alice", "Bob"], "zh")
+    assert turns[: len(plan_turns)] == plan_turns
+    assert turns[-2].content == '{"overall": "x"}'
+    assert turns[-1].content.startswith("第二步，话题 2：午饭 / 地点\n参与者：Alice、Bob")
+
+
+def test_chatsum_training_pairs_are_every_step_of_the_answer() -> None:
+    from model.schema import Summary
+
+    messages = chat(*[(line[0], line[1]) for line in CHATSUM_EN.lines])
+    target = summary_to_target(Summary.model_validate(_summary_from_compact(CHATSUM_EN.summary)))
+    pairs = chatsum_training_pairs(messages, "en", target)
+    assert len(pairs) == 4
+    (plan_turns, plan), *topic_pairs = pairs
+    assert plan_turns == build_turns(messages, "chatsum", "en", few_shot=False)
+    assert json.loads(plan)["topics"][1] == {
+        "title": "Staging 502 errors",
+        "people": ["Tom", "Lena", "Marco"],
+    }
+    for i, (turns, answer) in enumerate(topic_pairs, start=1):
+        assert turns[: len(plan_turns)] == plan_turns and turns[-2].content == plan
+        assert f"Step 2 for topic {i}" in turns[-1].content
+        assert "views" in json.loads(answer)
+    assert build_training_example(messages, "chatsum", "en", target) == pairs[0]
+    with pytest.raises(PromptError, match="compact JSON"):
+        chatsum_training_pairs(messages, "en", "not json")
+
+
+def _summary_from_compact(text: str) -> dict:  # type: ignore[type-arg]
+    data = json.loads(text)
+    return {
+        "overall": data["overall"],
+        "topics": [
+            {
+                "title": t["title"],
+                "participants": [{"speaker": k, "view": v} for k, v in t["views"].items()],
+                "key_points": [{"text": p["text"], "message_refs": p["refs"]} for p in t["points"]],
+                "decisions": [{"text": p["text"], "message_refs": p["refs"]} for p in t.get("decisions", [])],
+                "action_items": [
+                    {"text": a["text"], "owner": a["owner"], "message_refs": a["refs"]}
+                    for a in t.get("actions", [])
+                ],
+            }
+            for t in data["topics"]
+        ],
+    }
 
 
 def test_summary_to_target_round_trips_through_validation() -> None:
@@ -219,6 +321,39 @@ def test_reduce_prompts_list_parts_in_order() -> None:
     assert "2. (part 2) Release date: QA Friday" in group[-1].content
     merge = build_merge_turns(["Ann booked.", "Bob paid."], "overall", "en")
     assert "(1) Ann booked.\n(2) Bob paid." in merge[-1].content
+
+
+def test_fillers_are_left_out_of_chatsum_prompts_only() -> None:
+    msgs = chat(
+        ("A", "shall we ship on Monday?"), ("B", "👍"), ("C", "ok!"), ("B", "yes"), ("C", "+1"), ("D", "收到")
+    )
+    last = build_turns(msgs, "chatsum", "en")[-1].content
+    assert "(3 short acknowledgements such as 'ok' left out)" in last
+    assert "[2]" not in last and "[3]" not in last and "[6]" not in last
+    assert "[4] B: yes" in last and "[5] C: +1" in last  # answers and votes are stances, kept
+    assert last.startswith("Participants: A, B, C\n")
+    assert "[2] B: 👍" in build_turns(msgs, "overall", "en")[-1].content
+    only_fillers = chat(("A", "ok"), ("B", "👍"))
+    assert "[1] A: ok" in build_turns(only_fillers, "chatsum", "en")[-1].content
+
+
+@pytest.mark.parametrize(
+    ("text", "filler"),
+    [
+        ("ok", True),
+        ("OK!!", True),
+        ("👍👍", True),
+        ("thanks!", True),
+        ("好的", True),
+        ("", True),
+        ("yes", False),
+        ("+1", False),
+        ("ok, shipping now", False),
+        ("明天见", False),
+    ],
+)
+def test_is_filler(text: str, filler: bool) -> None:
+    assert is_filler(text) is filler
 
 
 def test_participants_in_first_appearance_order() -> None:

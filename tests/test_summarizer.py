@@ -83,8 +83,20 @@ CHAT = window(
 )
 
 
-def answer(*topics: dict[str, Any], overall: str = "Release moved; lunch planned.") -> str:
-    return json.dumps({"overall": overall, "topics": list(topics)})
+def model(
+    *topics: dict[str, Any], overall: str = "Release moved; lunch planned."
+) -> Callable[[list[Turn]], str]:
+    """A stand-in model that answers chatsum's step 1 with the plan of ``topics`` and step 2 with each."""
+
+    def reply(turns: list[Turn]) -> str:
+        asked = re.search(r"Step 2 for topic (\d+)", turns[-1].content)
+        if asked:
+            topic = topics[int(asked.group(1)) - 1]
+            return json.dumps({k: v for k, v in topic.items() if k != "title"})
+        plan = [{"title": t["title"], "people": t.get("people", list(t["views"]))} for t in topics]
+        return json.dumps({"overall": overall, "topics": plan})
+
+    return reply
 
 
 RELEASE = {
@@ -107,8 +119,8 @@ LUNCH = {
 # -- chatsum: happy path, grounding, repair ---------------------------------------------------------
 
 
-def test_valid_answer_becomes_a_summary_with_meta() -> None:
-    backend = ScriptedBackend([answer(RELEASE, LUNCH)])
+def test_valid_answers_become_a_summary_with_meta() -> None:
+    backend = ScriptedBackend([model(RELEASE, LUNCH)] * 3)
     summary = Summarizer(backend).summarize(CHAT)
     assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
     assert [p.speaker for p in summary.topics[0].participants] == ["Alice", "Bob", "Carol"]
@@ -123,44 +135,66 @@ def test_valid_answer_becomes_a_summary_with_meta() -> None:
         5,
     )
     assert (meta.backend, meta.model_id, meta.chunks, meta.repaired) == ("scripted", "script", 1, False)
-    # The back-end was asked to constrain decoding, with the window's speakers as the only view keys.
-    schema = backend.calls[0]["json_schema"]
-    views = schema["properties"]["topics"]["items"]["properties"]["views"]
-    assert list(views["properties"]) == ["Alice", "Bob", "Carol"]
+    assert meta.extra["calls"] == 3  # the plan, then one question per topic
+    # Step 1 may name only the window's speakers; step 2 must give a view for exactly the topic's people.
+    plan_schema = backend.calls[0]["json_schema"]
+    people = plan_schema["properties"]["topics"]["items"]["properties"]["people"]
+    assert people["items"]["enum"] == ["Alice", "Bob", "Carol"]
+    views = backend.calls[2]["json_schema"]["properties"]["views"]
+    assert views["required"] == ["Alice", "Bob"] and views["additionalProperties"] is False
+    # Step 2 continues step 1's conversation, so the chat stays a cached prefix.
+    plan_turns = backend.calls[0]["turns"]
+    assert backend.calls[1]["turns"][: len(plan_turns)] == plan_turns
+    assert backend.calls[2]["turns"][: len(plan_turns)] == plan_turns
+    assert "Step 2 for topic 2: Lunch tomorrow\nPeople: Alice, Bob" in backend.calls[2]["turns"][-1].content
 
 
 def test_invented_refs_and_speakers_are_dropped_and_counted() -> None:
     bad = dict(RELEASE)
+    bad["people"] = ["Alice", "Mallory"]
     bad["views"] = {"Alice": "Wants Monday.", "Mallory": "Was never here.", "alice": "Said it twice."}
     bad["points"] = [{"text": "Release on Monday.", "refs": [1, 99, 0, 3]}]
     bad["actions"] = [{"owner": "Zed", "text": "Deploy.", "refs": [3]}]
-    summary = Summarizer(ScriptedBackend([answer(bad)])).summarize(CHAT)
+    summary = Summarizer(ScriptedBackend([model(bad)] * 2)).summarize(CHAT)
     topic = summary.topics[0]
     assert [p.speaker for p in topic.participants] == ["Alice"]
     assert topic.participants[0].view == "Wants Monday; Said it twice."
     assert topic.key_points[0].message_refs == [1, 3]
     assert topic.action_items[0].owner is None
     assert summary.meta.dropped_refs == 2
-    assert summary.meta.dropped_speakers == 2  # Mallory and the owner Zed
+    assert summary.meta.dropped_speakers == 3  # Mallory in the plan and in the views, and the owner Zed
     assert summary.meta.extra["folded_views"] == 1
     assert any("ref 99" in d for d in summary.meta.extra["drop_details"])
 
 
 def test_garbage_gets_one_repair_that_quotes_the_error() -> None:
-    backend = ScriptedBackend(["Sure! Here is the summary: topics are release and lunch", answer(RELEASE)])
+    backend = ScriptedBackend(["Sure! The topics are release and lunch", *[model(RELEASE)] * 2])
     summary = Summarizer(backend).summarize(CHAT)
     assert summary.meta.repaired is True
-    assert len(backend.calls) == 2
+    assert len(backend.calls) == 3
     retry = backend.calls[1]["turns"]
     assert retry[: len(backend.calls[0]["turns"])] == backend.calls[0]["turns"]  # cached prefix
     assert retry[-2].content.startswith("Sure!")
     assert "not valid JSON" in retry[-1].content
 
 
-def test_two_bad_answers_raise_a_clear_error() -> None:
+def test_two_bad_plans_raise_a_clear_error() -> None:
     backend = ScriptedBackend(['{"overall": "x", "topics": []}', "still not json"])
-    with pytest.raises(SummaryError, match=r"unusable twice: first topics: .*after repair not valid JSON"):
+    with pytest.raises(
+        SummaryError, match=r"list of topics was unusable twice: first topics: .*after repair not valid JSON"
+    ):
         Summarizer(backend).summarize(CHAT)
+
+
+def test_a_topic_that_fails_twice_is_left_out_and_counted() -> None:
+    good = model(RELEASE, LUNCH)
+    backend = ScriptedBackend([good, good, "{}", "{}"])
+    summary = Summarizer(backend).summarize(CHAT)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday"]
+    assert summary.meta.extra["failed_topics"] == 1
+    assert "topic 2 (Lunch tomorrow) left out" in summary.meta.extra["notes"][-1]
+    with pytest.raises(SummaryError, match="none of the 1 topics could be described"):
+        Summarizer(ScriptedBackend([model(RELEASE), "{}", "{}"])).summarize(CHAT)
 
 
 def test_backend_failure_is_a_summary_error() -> None:
@@ -168,10 +202,10 @@ def test_backend_failure_is_a_summary_error() -> None:
         Summarizer(ScriptedBackend([])).summarize(CHAT)
 
 
-def test_cut_off_answer_is_retried_shorter_then_salvaged_to_complete_topics() -> None:
-    full = answer(RELEASE, LUNCH)
-    cut = full[: full.index('"Lunch') + 10]
-    backend = ScriptedBackend([(cut, "length"), (cut, "length")])
+def test_cut_off_plan_is_retried_shorter_then_salvaged_to_complete_topics() -> None:
+    full = model(RELEASE, LUNCH)([Turn("user", "Step 1")])
+    cut = full[: full.index('"Lunch') + 6]
+    backend = ScriptedBackend([(cut, "length"), (cut, "length"), model(RELEASE, LUNCH)])
     summary = Summarizer(backend).summarize(CHAT)
     assert "shorter" in backend.calls[1]["turns"][-1].content
     assert backend.calls[1]["json_schema"]["properties"]["topics"]["maxItems"] == 3
@@ -179,10 +213,17 @@ def test_cut_off_answer_is_retried_shorter_then_salvaged_to_complete_topics() ->
     assert summary.meta.extra["cut_off"] is True
 
 
-def test_cut_off_before_any_topic_finished_is_an_error() -> None:
+def test_cut_off_before_any_topic_was_planned_is_an_error() -> None:
     backend = ScriptedBackend([('{"overall": "x", "topics": [{"title": "Rel', "length")] * 2)
     with pytest.raises(SummaryError, match="cut off at the token limit"):
         Summarizer(backend).summarize(CHAT)
+
+
+def test_answer_budgets_leave_room_for_the_longest_answer() -> None:
+    backend = ScriptedBackend([model(RELEASE, LUNCH)] * 3)
+    Summarizer(backend, max_new_tokens=2000).summarize(CHAT)
+    assert backend.calls[0]["max_tokens"] == 320
+    assert backend.calls[1]["max_tokens"] > backend.calls[2]["max_tokens"]  # 3 views vs 2
 
 
 def test_near_duplicate_topics_are_merged_and_counted() -> None:
@@ -191,7 +232,7 @@ def test_near_duplicate_topics_are_merged_and_counted() -> None:
         "views": {"Carol": "Will deploy at 10."},
         "points": [{"text": "Deploy at 10am.", "refs": [3]}],
     }
-    summary = Summarizer(ScriptedBackend([answer(RELEASE, LUNCH, again)])).summarize(CHAT)
+    summary = Summarizer(ScriptedBackend([model(RELEASE, LUNCH, again)] * 4)).summarize(CHAT)
     assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
     assert summary.meta.merged_topics == 1
     carol = next(p for p in summary.topics[0].participants if p.speaker == "Carol")
@@ -199,11 +240,35 @@ def test_near_duplicate_topics_are_merged_and_counted() -> None:
     assert [k.text for k in summary.topics[0].key_points] == ["Release on Monday 10am.", "Deploy at 10am."]
 
 
+def test_decided_points_become_decisions() -> None:
+    topic = dict(LUNCH)
+    topic["points"] = [
+        {"text": "Thai place.", "refs": [4]},
+        {"text": "Decided: lunch at 12.", "refs": [4, 5]},
+    ]
+    summary = Summarizer(ScriptedBackend([model(topic)] * 2)).summarize(CHAT)
+    assert [k.text for k in summary.topics[0].key_points] == ["Thai place."]
+    assert [(d.text, d.message_refs) for d in summary.topics[0].decisions] == [("lunch at 12.", [4, 5])]
+
+
+def test_overall_cut_mid_sentence_keeps_whole_sentences() -> None:
+    summary = Summarizer(ScriptedBackend([model(LUNCH, overall="Lunch is set. They also discussed the")] * 2))
+    assert summary.summarize(CHAT).overall == "Lunch is set."
+
+
 def test_copied_views_are_counted() -> None:
     copy = dict(LUNCH)
     copy["views"] = {"Alice": "also, lunch tomorrow at the Thai place?", "Bob": "Is in."}
-    summary = Summarizer(ScriptedBackend([answer(copy)])).summarize(CHAT)
+    summary = Summarizer(ScriptedBackend([model(copy)] * 2)).summarize(CHAT)
     assert summary.meta.extra["copied_views"] == 1 and summary.meta.extra["views"] == 2
+
+
+def test_fillers_do_not_become_people() -> None:
+    chat = [*CHAT, ChatMessage(ref=6, speaker="Dan", text="👍")]
+    backend = ScriptedBackend([model(LUNCH)] * 2)
+    Summarizer(backend).summarize(chat)
+    people = backend.calls[0]["json_schema"]["properties"]["topics"]["items"]["properties"]["people"]
+    assert "Dan" not in people["items"]["enum"]
 
 
 # -- plain-text modes --------------------------------------------------------------------------------
@@ -271,21 +336,22 @@ def long_chat(n: int = 80) -> list[ChatMessage]:
     return window(*lines)
 
 
-def chunk_answer(turns: list[Turn]) -> str:
-    """A model's chunk summary: one topic per subject, citing refs seen in this chunk's prompt."""
-    refs = [int(r) for r in re.findall(r"^\[(\d+)\]", turns[-1].content, re.MULTILINE)]
-    names = re.findall(r"^\[\d+\] (\w+)", turns[-1].content, re.MULTILINE)
-    views_r = {n: "Talks about the deploy date." for n in names if n in ("Alice", "Bob")}
-    views_b = {n: "Worries about the budget." for n in names if n in ("Carol", "Dan")}
-    return answer(
-        {
-            "title": "Release schedule",
-            "views": views_r,
-            "points": [{"text": "Deploy moved.", "refs": refs[:2]}],
-        },
-        {"title": "Offsite budget", "views": views_b, "points": [{"text": "Costs up.", "refs": refs[-2:]}]},
-        overall="part",
-    )
+def chunk_model(turns: list[Turn]) -> str:
+    """A model's chunk summary: one topic per subject, citing refs and people seen in this chunk."""
+    chat = next(t.content for t in reversed(turns) if "<chat>" in t.content)
+    refs = [int(r) for r in re.findall(r"^\[(\d+)\]", chat, re.MULTILINE)]
+    names = list(dict.fromkeys(re.findall(r"^\[\d+\] (\w+)", chat, re.MULTILINE)))
+    release = {
+        "title": "Release schedule",
+        "views": {n: "Talks about the deploy date." for n in names if n in ("Alice", "Bob")},
+        "points": [{"text": "Deploy moved.", "refs": refs[:2]}],
+    }
+    budget = {
+        "title": "Offsite budget",
+        "views": {n: "Worries about the budget." for n in names if n in ("Carol", "Dan")},
+        "points": [{"text": "Costs up.", "refs": refs[-2:]}],
+    }
+    return model(release, budget, overall="part")(turns)
 
 
 def group_answer(turns: list[Turn]) -> str:
@@ -304,19 +370,19 @@ def group_answer(turns: list[Turn]) -> str:
 
 
 def map_or_reduce(turns: list[Turn]) -> str:
-    return group_answer(turns) if turns[0].content.startswith("A long chat") else chunk_answer(turns)
+    return group_answer(turns) if turns[0].content.startswith("A long chat") else chunk_model(turns)
 
 
 def test_long_window_is_chunked_and_topics_are_merged_across_chunks() -> None:
     chat = long_chat()
-    backend = ScriptedBackend([map_or_reduce] * 20, context_length=3000)
+    backend = ScriptedBackend([map_or_reduce] * 40, context_length=3000)
     summary = Summarizer(backend, max_new_tokens=300).summarize(chat)
     chunks = summary.meta.chunks
     assert chunks >= 2
-    # Every chunk prompt fit the context together with the answer budget.
+    # Every prompt fit the context together with its answer budget.
     s = Summarizer(backend, max_new_tokens=300)
-    for call in backend.calls[:chunks]:
-        assert s.count_turns(call["turns"]) + 300 <= 3000
+    for call in backend.calls:
+        assert s.count_turns(call["turns"]) + call["max_tokens"] <= 3000
     # Merged, not concatenated: two topics, with refs from the first and the last chunk.
     assert [t.title for t in summary.topics] == ["Release schedule", "Offsite budget"]
     refs = {r for t in summary.topics for k in t.key_points for r in k.message_refs}
@@ -324,14 +390,14 @@ def test_long_window_is_chunked_and_topics_are_merged_across_chunks() -> None:
     assert {p.speaker for p in summary.topics[0].participants} == {"Alice", "Bob"}
     assert summary.meta.extra["reduce"] == "model"
     assert summary.overall == "Deploy moved and offsite costs rose."
-    assert len(backend.calls) == chunks + 1
+    assert len(backend.calls) == chunks * 3 + 1  # per chunk: plan + 2 topics; then one reduce
 
 
 def test_failed_reduce_falls_back_to_title_similarity() -> None:
     def reply(turns: list[Turn]) -> str:
-        return "no idea" if turns[0].content.startswith("A long chat") else chunk_answer(turns)
+        return "no idea" if turns[0].content.startswith("A long chat") else chunk_model(turns)
 
-    backend = ScriptedBackend([reply] * 20, context_length=3000)
+    backend = ScriptedBackend([reply] * 40, context_length=3000)
     summary = Summarizer(backend, max_new_tokens=300).summarize(long_chat())
     assert summary.meta.extra["reduce"] == "titles"
     assert [t.title for t in summary.topics] == ["Release schedule", "Offsite budget"]

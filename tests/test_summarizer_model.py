@@ -17,10 +17,9 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install 'chatsum[llama]'")
 
 from model.backends.llama_cpp_backend import LlamaCppBackend
-from model.prompts import PROMPT_VERSION, build_turns
+from model.prompts import PROMPT_VERSION, VIEW_VERBS, build_turns
 from model.schema import ChatMessage, Summary
 from model.summarizer import Summarizer, SummaryError
-from model.validate import ground_topics, parse_chatsum, salvage_cut_off
 from model.weights import WeightsError, list_models, resolve_model
 
 pytestmark = pytest.mark.slow
@@ -67,7 +66,7 @@ def smol_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def smol(smol_path: Path) -> Iterator[LlamaCppBackend]:
-    yield LlamaCppBackend(smol_path, n_ctx=2048, n_threads=THREADS, seed=0, model_id="smollm2-135m")
+    yield LlamaCppBackend(smol_path, n_ctx=4096, n_threads=THREADS, seed=0, model_id="smollm2-135m")
 
 
 def test_chatsum_output_is_schema_valid_and_grounded(smol: LlamaCppBackend) -> None:
@@ -76,21 +75,24 @@ def test_chatsum_output_is_schema_valid_and_grounded(smol: LlamaCppBackend) -> N
     assert_grounded(summary, messages)
     meta = summary.meta
     assert (meta.backend, meta.model_id, meta.prompt_version) == ("llama_cpp", "smollm2-135m", PROMPT_VERSION)
-    assert meta.chunks == 1 and meta.extra["calls"] in (1, 2)
+    assert meta.chunks == 1
+    # The plan, then one question per planned topic (plus at most one repair each).
+    assert 1 + len(summary.topics) <= meta.extra["calls"] <= 2 * (1 + 5)
     assert meta.prompt_tokens > 0 and meta.completion_tokens > 0
-    assert meta.extra["prefill_tokens"] > 0  # llama.cpp's own counters came through
+    # The topic questions re-use the prefix llama.cpp already holds: far fewer tokens evaluated than sent.
+    assert 0 < meta.extra["prefill_tokens"] < meta.prompt_tokens
     assert meta.extra["cut_off"] is False
+    # Under the grammar a view can only name a participant of its topic, and starts with a lead verb.
+    assert meta.dropped_speakers == 0
+    verbs = tuple(v + " " for v in VIEW_VERBS["en"])
+    assert all(p.view.startswith(verbs) for t in summary.topics for p in t.participants)
 
 
-@pytest.mark.xfail(strict=False, reason="depends on what SmolLM2-135M happens to generate; flaky across "
-                   "llama.cpp thread counts (see the closing note) — the pure tests in test_summarizer.py "
-                   "cover the same validation paths deterministically")
-def test_invented_refs_and_speakers_in_real_output_are_dropped_and_counted(smol: LlamaCppBackend) -> None:
-    """Unconstrained, the small model copies the in-context example: its names and its message numbers.
+def test_invented_refs_in_real_output_are_dropped_and_counted(smol: LlamaCppBackend) -> None:
+    """Whatever refs the model writes, only refs into the window survive, and every drop is counted.
 
-    The window below is the example chat's subject with other people and only five messages, so the
-    example's speakers (Priya, Tom, Lena, Marco) and refs beyond 5 are inventions that must be dropped —
-    and the counts must match what the raw answer really contained.
+    Refs are plain integers under the grammar, so SmolLM2 can and usually does cite the in-context
+    example's numbers (up to 14) in this 5-message chat; each must be dropped with its own detail line.
     """
     lines = [
         ("Ada", "can we push the design review to Thursday? mockups aren't ready"),
@@ -100,46 +102,33 @@ def test_invented_refs_and_speakers_in_real_output_are_dropped_and_counted(smol:
         ("Ben", "rolling back the nginx change"),
     ]
     messages = window(lines)
-    turns = build_turns(messages, "chatsum", "en")
-    raw_text = smol.complete(turns, max_tokens=700).text
-    closed = salvage_cut_off(raw_text) or raw_text
-    raw = parse_chatsum(closed)
-    topics, drops = ground_topics(raw, messages)
-    invented_speakers = sum(
-        1 for t in raw.topics for name, _ in t.view_pairs() if name not in {"Ada", "Ben", "Cy"}
-    ) + sum(1 for t in raw.topics for a in t.actions if a.owner and a.owner not in {"Ada", "Ben", "Cy"})
-    invented_refs = sum(
-        1
-        for t in raw.topics
-        for p in [*t.points, *t.decisions, *t.actions]
-        for r in p.refs
-        if not 1 <= r <= 5
-    )
-    assert invented_speakers > 0 and invented_refs > 0, f"the model did not invent anything: {raw_text}"
-    assert (drops.speakers, drops.refs) == (invented_speakers, invented_refs)
-    assert_grounded(Summary(topics=topics), messages)
+    summary = Summarizer(smol, max_new_tokens=400).summarize(messages)
+    assert_grounded(summary, messages)
+    ref_drops = [d for d in summary.meta.extra.get("drop_details", []) if d.startswith("ref ")]
+    assert len(ref_drops) == summary.meta.dropped_refs
+    assert all(int(d.split()[1]) not in range(1, 6) for d in ref_drops)
+    assert summary.meta.dropped_speakers == 0
 
 
-@pytest.mark.xfail(strict=False, reason="depends on what SmolLM2-135M happens to generate; flaky across "
-                   "llama.cpp thread counts (see the closing note) — the pure tests in test_summarizer.py "
-                   "cover the same validation paths deterministically")
 def test_long_window_goes_through_map_reduce_within_a_small_context(smol_path: Path) -> None:
-    backend = LlamaCppBackend(smol_path, n_ctx=1024, n_threads=THREADS, seed=0)
+    backend = LlamaCppBackend(smol_path, n_ctx=2048, n_threads=THREADS, seed=0)
     lines = [
         (("Nora", "Omar", "Pia")[i % 3], f"note {i}: the printer vendor visit and the Friday cake plans")
-        for i in range(60)
+        for i in range(120)
     ]
     messages = window(lines)
-    summarizer = Summarizer(backend, max_new_tokens=300, few_shot=False)
-    assert summarizer.count_turns(build_turns(messages, "chatsum", "en", few_shot=False)) > 1024
+    summarizer = Summarizer(backend, max_new_tokens=200, few_shot=False)
+    assert summarizer.count_turns(build_turns(messages, "chatsum", "en", few_shot=False)) > 2048
     try:
         summary = summarizer.summarize(messages)
     except SummaryError as err:  # allowed only with a clear reason, never a crash
         pytest.fail(f"map-reduce failed: {err}")
     assert summary.meta.chunks >= 2
-    assert summary.meta.extra["calls"] >= summary.meta.chunks
+    assert summary.meta.extra["calls"] >= 2 * summary.meta.chunks  # a plan and a topic per chunk at least
     assert summary.meta.extra.get("reduce") in ("model", "titles", "none")
     assert_grounded(summary, messages)
+    # Topics were merged across chunks, not concatenated: never more than the cap.
+    assert len(summary.topics) <= 5
 
 
 def test_overall_mode_with_a_real_model(smol: LlamaCppBackend) -> None:
