@@ -269,13 +269,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def bench_model(name: str, runs: int, n_ctx: int, cache_dir: str | None) -> dict[str, Any]:
+def bench_model(name: str, runs: int, n_ctx: int, cache_dir: str | None, threads: int) -> dict[str, Any]:
+    from bot.config import Config
     from model.backends.llama_cpp_backend import LlamaCppBackend
     from model.summarizer import Summarizer
     from model.weights import resolve_model
 
-    path = resolve_model(name, cache_dir) if cache_dir else resolve_model(name)  # type: ignore[call-arg]
-    backend = LlamaCppBackend(path, n_ctx=n_ctx, model_id=name)
+    path = resolve_model(name, cache_dir or Config().data_dir)
+    backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=threads, model_id=name)
     summarizer = Summarizer(backend, max_new_tokens=1024)
     rows: list[dict[str, Any]] = []
     for run in range(runs):
@@ -301,6 +302,7 @@ def bench_model(name: str, runs: int, n_ctx: int, cache_dir: str | None) -> dict
             "repaired": meta.repaired,
             "cut_off": meta.extra.get("cut_off"),
             "topics": len(summary.topics),
+            "planted_topics": PLANTED_TOPICS,
             "views_per_topic": speakers_per_topic,
             "copied_views": meta.extra.get("copied_views"),
             "views": meta.extra.get("views"),
@@ -330,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--n-ctx", type=int, default=8192)
-    parser.add_argument("--cache-dir", default=None, help="model cache directory (default: model.weights')")
+    parser.add_argument(
+        "--cache-dir", default=None, help="model cache directory (default: the config's data_dir)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--show-window", action="store_true", help="print the window and exit")
     args = parser.parse_args(argv)
@@ -359,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if args.cache_dir:
                 cmd += ["--cache-dir", args.cache_dir]
+            cmd += ["--threads", str(args.threads)]
             out = Path(f"/tmp/chatsum_latency_{name}.json")
             subprocess.run([*cmd, "--json", str(out)], check=True)
             results.extend(json.loads(out.read_text())["results"])
         else:
-            results.append(bench_model(name, args.runs, args.n_ctx, args.cache_dir))
+            results.append(bench_model(name, args.runs, args.n_ctx, args.cache_dir, args.threads))
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     report = {

@@ -540,14 +540,17 @@ def _uncut(completion: Completion) -> str:
 def topic_cap(n_messages: int) -> int:
     """Most topics a window of ``n_messages`` (fillers excluded) may have: a ceiling, not a target.
 
-    Left at five, the 1.5B split a 31-message chat with three subjects into five topics; a subject
-    takes about fifteen messages in the chats we wrote, and short chats still get room for three.
+    Given room for five, the 1.5B split a 31-message chat with three subjects into five topics; it
+    tends to use the room it gets. The ceiling follows the chats we wrote for the quality benchmark
+    (2-4 subjects in 22-70 messages) and the issue's 2-5 topics for a rich chat.
     """
     if n_messages <= 3:
         return 1
-    if n_messages < 30:
+    if n_messages < 40:
         return 3
-    return min(MAX_TOPICS, 2 + n_messages // 15)
+    if n_messages < 80:
+        return 4
+    return MAX_TOPICS
 
 
 def _gist(topic: Topic) -> str:
