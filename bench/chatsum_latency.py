@@ -13,7 +13,7 @@ prefill and decode tokens/s (llama.cpp's own counters), peak RSS, topic count vs
 topic vs speakers, the share of copied views, and whether the JSON was cut off.
 
     python bench/chatsum_latency.py                       # 1.5B and 0.5B, 5 runs each
-    python bench/chatsum_latency.py --models qwen2.5-coder-0.5b --runs 3 --json out.json
+    python bench/chatsum_latency.py --models qwen2.5-coder-0.5b --runs 3 --json /tmp/out.json
 """
 
 from __future__ import annotations
@@ -336,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir", default=None, help="model cache directory (default: the config's data_dir)"
     )
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(__file__).parent / "results" / "chatsum_latency.json",
+        help="write the results here (default: %(default)s)",
+    )
     parser.add_argument("--show-window", action="store_true", help="print the window and exit")
     args = parser.parse_args(argv)
     if args.show_window:
@@ -386,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             f"peak RSS {r['peak_rss_mb']} MB"
         )
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 

@@ -311,7 +311,8 @@ ASPECT_ZH: tuple[tuple[int, str, str], ...] = (
 )
 
 # -- chatsum: one compact worked example per language ------------------------------------------------
-# The target follows the model-facing JSON (see ``model.prompts.chatsum_schema``): views keyed by
+# The target is the compact JSON of ``model.prompts.summary_to_target``, from which the prompts cut the
+# plan and the per-topic answers (``chatsum_training_pairs``): views keyed by
 # speaker in order of first appearance, points with refs, decisions/actions only where they exist.
 
 CHATSUM_EN = ExampleChat(

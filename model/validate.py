@@ -2,7 +2,8 @@
 
 The model's answer is checked in two layers:
 
-1. **Shape** (``parse_chatsum``): is it JSON, does it have topics with titles, views and points? A
+1. **Shape** (``parse_plan``, ``parse_topic_answer``; ``parse_chatsum`` for the whole compact JSON): is it
+   JSON, does it have topics with titles, views and points? A
    failure here is an ``OutputError`` whose message is fed back to the model for its one repair try.
 2. **Grounding** (``ground_topics``): refs must point at messages of the window, speakers and action
    owners must be participants of it. What does not hold is *dropped and counted*, never guessed at —
@@ -34,7 +35,7 @@ class OutputError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Shape: the model-facing JSON (mirror of ``model.prompts.chatsum_schema``), lenient where harmless
+# Shape: the model-facing JSON (mirror of ``model.prompts.plan_schema`` / ``topic_schema``), lenient
 
 
 class _Raw(BaseModel):
