@@ -600,7 +600,7 @@ def finalize(
         ).append(rec)
     counts["train"] = len(train)
     counts["validation"] = len(validation)
-    for k in ("duplicates", "target_too_short", "too_long"):
+    for k in ("read", "duplicates", "target_too_short", "too_long"):
         counts.setdefault(k, 0)
     return BuiltData(train, validation, dict(counts))
 

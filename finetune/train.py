@@ -457,7 +457,8 @@ def train(
                 "world_size": state.num_processes,
                 "effective_batch": settings.batch_size * settings.grad_accum * state.num_processes,
             },
-            "precision": "bf16" if bf16 else "fp16" if on_gpu else "fp32",
+            "precision": ("bf16" if bf16 else "fp16" if on_gpu else "fp32")
+            + (", base weights in 4-bit nf4 (QLoRA)" if settings.load_in_4bit else ""),
             "device": device,
             "metrics": metrics,
             "recipe": recipe or None,

@@ -391,3 +391,17 @@ def test_data_command_writes_split_files_and_dry_run_writes_nothing(tmp_path: Pa
 
     bad = runner.invoke(app, ["data", "--role", str(src), "--config", str(cfg)])
     assert bad.exit_code == 1 and "role data needs user, agent and final summaries" in bad.output
+
+
+def test_bare_command_says_when_there_is_too_little_to_train_on(db: Database, tmp_path: Path) -> None:
+    """``python -m finetune`` on a database with a few short chats and no teacher: a plain error, no run."""
+    Ingestor(db).ingest([_msg("-300", i, who, f"hello {i}", i) for i, who in enumerate(["Ann", "Bo"], 1)])
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\nurl = "{db.engine.url}"\n', encoding="utf-8"
+    )
+    res = CliRunner().invoke(app, ["--config", str(cfg), "--no-teacher", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1, res.output
+    assert "1 chat(s), 1 window(s)" in res.output
+    assert "error: only 0 training records (at least 8 are needed)" in res.output
+    assert not (tmp_path / "run").exists()

@@ -104,7 +104,7 @@ def run(
     first = train(
         TrainSettings(**SETTINGS, max_steps=3),
         records,
-        records[:2],
+        records[:1],
         out,
         cache_dir=cache_dir,
         data_hash={"train": "abc"},
