@@ -10,7 +10,6 @@ user) are printed as one ``error:`` line with a non-zero exit code, never a trac
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -22,55 +21,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
-from typer.core import TyperGroup
 
-from bot.config import Config, ConfigError, load_config, redacted
+from bot.cli_errors import EXIT_ERROR, FriendlyGroup, describe_error
+from bot.config import Config, load_config, redacted
 from storage.db import Database, StorageError
 
-EXIT_ERROR = 1
-EXIT_CONFIG = 2  # also click's exit code for a usage error: "what you asked for cannot start"
-ENV_DEBUG = "CHATSUM_DEBUG"
-
-
-class _FriendlyGroup(TyperGroup):
-    """Turns exceptions from any subcommand into one ``error:`` line and an exit code."""
-
-    def invoke(self, ctx: Any) -> Any:  # typer vendors click; its Context class is private
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, usage errors: typer reports them
-            raise
-        except ConfigError as exc:
-            _fail(str(exc), EXIT_CONFIG)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Exception as exc:
-            if os.environ.get(ENV_DEBUG):
-                raise
-            _fail(describe_error(exc), EXIT_ERROR)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line: our own errors and lookup/value/OS errors carry a readable message; others name a type."""
-    if isinstance(exc, SQLAlchemyError):
-        orig = getattr(exc, "orig", None)
-        lines = str(orig if orig is not None else exc).strip().splitlines()
-        return f"database error: {lines[0] if lines else type(exc).__name__}"
-    message = " ".join(str(exc).split())
-    ours = type(exc).__module__.split(".")[0] in {"bot", "storage", "model", "finetune"}
-    readable = isinstance(exc, LookupError | ValueError | OSError) and not isinstance(exc, KeyError)
-    if message and (ours or readable):
-        return message
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 app = typer.Typer(
-    cls=_FriendlyGroup,
+    cls=FriendlyGroup,
     name="chatsum",
     help="Summarize Telegram and Slack group chats with a local language model.",
     no_args_is_help=True,

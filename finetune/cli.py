@@ -20,17 +20,10 @@ Bare ``python -m finetune`` (retrain on the collected chats, issue 5 item 0) is 
 from __future__ import annotations
 
 import importlib
-import os
-from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
-from bot.config import ConfigError
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-ENV_DEBUG = "CHATSUM_DEBUG"
+from bot.cli_errors import FriendlyGroup
 
 #: subcommand name -> module that defines ``command``. Keep in the order shown by ``--help``.
 SUBCOMMANDS: dict[str, str] = {
@@ -42,36 +35,8 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-class _FriendlyGroup(TyperGroup):
-    """Errors a person can act on become one line and an exit code, never a traceback."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise
-        except ConfigError as exc:
-            _fail(str(exc), EXIT_USAGE)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Exception as exc:
-            if os.environ.get(ENV_DEBUG):
-                raise
-            message = " ".join(str(exc).split())
-            ours = type(exc).__module__.split(".")[0] in {"bot", "storage", "model", "finetune"}
-            readable = isinstance(exc, LookupError | ValueError | OSError) and not isinstance(exc, KeyError)
-            _fail(
-                message if message and (ours or readable) else f"{type(exc).__name__}: {message}", EXIT_ERROR
-            )
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 app = typer.Typer(
-    cls=_FriendlyGroup,
+    cls=FriendlyGroup,
     name="finetune",
     help="Build training data, fine-tune, evaluate and export chatsum's summarization model.",
     add_completion=False,
