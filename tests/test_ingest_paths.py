@@ -98,3 +98,46 @@ def test_timestamps_are_stored_in_sqlalchemys_format(tmp_path: Path, fast: bool)
         db.dispose()
     assert raw == ["2024-05-01 09:00:00.000000", "2024-05-01 09:00:30.000000"]
     assert later == ["2"]
+
+
+def _varied(i: int) -> IncomingMessage:
+    """Message ``i`` of a long batch: each nullable column is NULL, empty or a look-alike of the
+    values the fast path binds in place of NULL ('0', 0 as text), in turn."""
+    look = ("", "0", None, "x")[i % 4]
+    return _m(
+        f"v{i}", i / 7, text=("", "0", None, f"text {i}", "ünïcode")[i % 5],
+        sender_id=None if i % 11 == 0 else f"u{i % 3}", sender_name=f"N{i % 3}",
+        kind="sticker" if i % 5 == 2 else "text",
+        reply_to=look, thread_id=("0", None)[i % 2], forwarded_from=look,
+        sent_at=datetime(2024, 5, 1, 9, 0, tzinfo=UTC) + timedelta(seconds=i, microseconds=i % 3 * 500_001),
+    )
+
+
+def test_long_batches_match_on_both_paths_and_keep_arrival_order(tmp_path: Path) -> None:
+    """Batches longer than one multi-row INSERT (the fast path's statement of many rows plus single
+    rows for the rest) store what the generic path stores: empty strings and '0' stay values, NULLs stay
+    NULL, and ids follow arrival order within a chat."""
+    msgs = [_varied(i) for i in range(250)]
+    stored = {}
+    for fast in (True, False):
+        db = Database(f"sqlite:///{tmp_path / f'{fast}.db'}")
+        try:
+            first = Ingestor(db, fast_insert=fast).ingest(msgs, batch_size=200)
+            again = Ingestor(db, fast_insert=fast).ingest(msgs, batch_size=250)
+            columns = [c for c in Message.__table__.c if c.name != "id"]
+            with db.session() as s:
+                stored[fast] = [tuple(r) for r in s.execute(
+                    select(*columns, cast(Message.sent_at, String).label("sent_raw")).order_by(Message.id))]
+        finally:
+            db.dispose()
+        assert (first.added, first.duplicates) == (250, 0)
+        assert (again.added, again.duplicates) == (0, 250)
+    assert stored[True] == stored[False]
+    rows = stored[True]
+    assert [r[1] for r in rows] == [m.message_id for m in msgs]
+    texts = [r[5] for r in rows]
+    assert texts[:5] == ["", "0", None, "text 3", "ünïcode"]
+    assert [r[7] for r in rows[:4]] == ["", "0", None, "x"]  # reply_to
+    assert [r[9] for r in rows[:4]] == [None, "0", None, "x"]  # forwarded_from: empty means none
+    assert rows[0][2] is None and rows[1][2] is not None  # sender_id
+    assert rows[1][-1] == "2024-05-01 09:00:01.500001"
