@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from model.tokens import estimate_milli, estimate_tokens, tokens_from_milli
+from model.tokens import MILLI_OFFSET, estimate_milli, estimate_tokens
 
 TRUNCATION_MARKER = " […]"
 # Per-line cost on top of "speaker: text": the newline and the "[12] " reference the prompt adds.
@@ -170,52 +170,59 @@ def slice_windows(
     # With the default estimator, price "speaker: " once per speaker and add the text (exactly what
     # estimate_tokens(render_line(...)) gives, since the estimate is additive): a third faster.
     default_counter = count_tokens is estimate_tokens
-    speaker_milli: dict[str, int] = {}
+    speaker_milli: dict[str, int] = {}  # MILLI_OFFSET + estimate_milli(f"{speaker}: ")
+    overhead = MESSAGE_OVERHEAD
+    horizon = thread_horizon
 
+    # This loop runs once per message (a million for a big import), hence local names for everything
+    # read more than once and no helper calls on the common path.
     for msg in ordered:
+        text = msg.text
+        speaker = msg.speaker
         if default_counter:
-            prefix = speaker_milli.get(msg.speaker)
+            prefix = speaker_milli.get(speaker)
             if prefix is None:
-                prefix = speaker_milli[msg.speaker] = estimate_milli(f"{msg.speaker}: ")
-            cost = tokens_from_milli(prefix + estimate_milli(msg.text)) + MESSAGE_OVERHEAD
+                prefix = speaker_milli[speaker] = MILLI_OFFSET + estimate_milli(f"{speaker}: ")
+            cost = (prefix + estimate_milli(text)) // 1000 + overhead  # tokens_from_milli, inlined
         else:
-            cost = count_tokens(f"{msg.speaker}: {msg.text}") + MESSAGE_OVERHEAD  # render_line, inlined
-        cut = 0
-        if cost > max_tokens:
-            msg, cost = truncate_to_fit(msg, max_tokens, count_tokens)
-            cut = 1
+            cost = count_tokens(f"{speaker}: {text}") + overhead  # render_line, inlined
         sent_at = msg.sent_at
+        pmid = msg.platform_message_id
+        thread_id = msg.thread_id
+        reply_to = msg.reply_to
 
         target: _Open | None = None
-        if cut == 0 and (msg.thread_id is not None or msg.reply_to is not None):
-            anchor = _chain_anchor(msg, where_msg, where_thread, chain_time)
-            if anchor is not None:
-                win, prev_at = anchor
-                if win.tokens + cost <= max_tokens and (
-                        thread_horizon is None or sent_at - prev_at <= thread_horizon):
-                    target = win
-        if (target is None and current is not None and cut == 0
-                and sent_at - current.last <= gap and current.tokens + cost <= max_tokens):
-            target = current
+        cut = 0
+        if cost > max_tokens:  # rule 1: cut to fit, alone in a new window
+            msg, cost = truncate_to_fit(msg, max_tokens, count_tokens)
+            cut = 1
+        else:
+            if thread_id is not None or reply_to is not None:  # rule 3
+                anchor = _chain_anchor(msg, where_msg, where_thread, chain_time)
+                if anchor is not None:
+                    win, prev_at = anchor
+                    if win.tokens + cost <= max_tokens and (horizon is None or sent_at - prev_at <= horizon):
+                        target = win
+            if (target is None and current is not None  # rule 4
+                    and sent_at - current.last <= gap and current.tokens + cost <= max_tokens):
+                target = current
         if target is None:
-            target = _Open(msg, cost, cut)
+            target = current = _Open(msg, cost, cut)
             windows.append(target)
-            current = target
         else:
             target.messages.append(msg)
             target.tokens += cost
             # A thread reply is not seen in the channel's main flow (Slack shows it in the thread
             # only), so it does not end the channel's silence; a plain reply (Telegram) does.
-            if sent_at > target.last and (msg.thread_id is None or msg.thread_id == msg.platform_message_id):
+            if sent_at > target.last and (thread_id is None or thread_id == pmid):
                 target.last = sent_at
 
-        pmid = msg.platform_message_id
         where_msg[pmid] = target
         chain_time[pmid] = sent_at
-        if msg.thread_id is not None:
-            where_thread[msg.thread_id] = (target, sent_at)
-        elif msg.reply_to is not None and msg.reply_to in chain_time:
-            chain_time[msg.reply_to] = sent_at
+        if thread_id is not None:
+            where_thread[thread_id] = (target, sent_at)
+        elif reply_to is not None and reply_to in chain_time:
+            chain_time[reply_to] = sent_at
 
     return [Window(messages=tuple(w.messages), tokens=w.tokens, truncated=w.truncated) for w in windows]
 
