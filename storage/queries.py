@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from model.windows import WindowMessage
@@ -121,20 +122,13 @@ def load_window_messages(
             Message.platform_message_id,
             Message.sent_at,
             Message.sender_name,
-            User.display_name,
-            User.platform_user_id,
+            Message.sender_id,
             Message.text,
             Message.reply_to,
             Message.thread_id,
             Message.kind,
         )
-        .outerjoin(User, User.id == Message.sender_id)
-        .where(
-            Message.chat_id == chat_pk,
-            Message.deleted == false(),
-            Message.placeholder == false(),
-            or_(User.id.is_(None), User.opted_out == false()),
-        )
+        .where(Message.chat_id == chat_pk, *_summarisable())
     )
     if since is not None:
         stmt = stmt.where(Message.sent_at >= to_naive_utc(since))
@@ -144,37 +138,51 @@ def load_window_messages(
         stmt = stmt.order_by(Message.sent_at.desc(), Message.id.desc()).limit(last)
     else:
         stmt = stmt.order_by(Message.sent_at, Message.id)
-    rows = list(session.execute(stmt).all())
+    # Core, not ORM, execution: for plain columns the ORM's row loading costs more than the query.
+    conn = session.connection()
+    rows = list(conn.execute(stmt))
     if last is not None:
         rows.reverse()
-    return [
-        WindowMessage(
-            id=pk,
-            platform_message_id=pmid,
-            sent_at=sent_at,
-            speaker=sender_name or display_name or user_ref or "unknown",
-            text=text or "",
-            reply_to=reply_to,
-            thread_id=thread_id,
-            sender_id=user_ref,
-            kind=kind,
-        )
-        for pk, pmid, sent_at, sender_name, display_name, user_ref, text, reply_to, thread_id, kind in rows
-    ]
+    # The senders' names and ids come from a second, small query rather than a join, so that each
+    # distinct name and id is one shared string (a chat of a million messages has a few thousand
+    # people), and so are the handful of kinds: less memory, and fewer cache misses when windowing.
+    people: dict[int, tuple[str, str | None]] = {}
+    senders = list({row[4] for row in rows} - {None})
+    for start in range(0, len(senders), 500):
+        chunk = senders[start:start + 500]
+        for user_pk, name, ref in conn.execute(
+            select(User.id, User.display_name, User.platform_user_id).where(User.id.in_(chunk))
+        ):
+            people[user_pk] = (name, ref)
+    shared: dict[str, str] = {}
+    unknown: tuple[str, str | None] = ("", None)
+    out: list[WindowMessage] = []
+    append = out.append
+    for pk, pmid, sent_at, sender_name, sender_pk, text, reply_to, thread_id, kind in rows:
+        display_name, user_ref = unknown if sender_pk is None else people.get(sender_pk, unknown)
+        speaker = sender_name or display_name or user_ref or "unknown"
+        append(WindowMessage(
+            pk, pmid, sent_at, shared.setdefault(speaker, speaker), text or "", reply_to, thread_id, user_ref,
+            shared.setdefault(kind, kind),
+        ))
+    return out
+
+
+def _summarisable() -> tuple[Any, ...]:
+    """Conditions on messages that may be summarised: not deleted, not a placeholder, and not sent by a
+    user who is opted out now. A subquery rather than a join with users: the database evaluates it
+    once, and the message rows need no user columns."""
+    opted_out = select(User.id).where(User.opted_out == true())
+    return (
+        Message.deleted == false(),
+        Message.placeholder == false(),
+        or_(Message.sender_id.is_(None), Message.sender_id.not_in(opted_out)),
+    )
 
 
 def count_messages(session: Session, chat_pk: int, since: datetime | None = None) -> int:
     """How many summarisable messages a chat has (since a time): the digest's 'enough new messages?'."""
-    stmt = (
-        select(func.count(Message.id))
-        .outerjoin(User, User.id == Message.sender_id)
-        .where(
-            Message.chat_id == chat_pk,
-            Message.deleted == false(),
-            Message.placeholder == false(),
-            or_(User.id.is_(None), User.opted_out == false()),
-        )
-    )
+    stmt = select(func.count(Message.id)).where(Message.chat_id == chat_pk, *_summarisable())
     if since is not None:
         stmt = stmt.where(Message.sent_at >= to_naive_utc(since))
     return int(session.execute(stmt).scalar_one())

@@ -177,6 +177,31 @@ def test_window_messages_order_since_last_and_speakers(ingestor: Ingestor, db: D
         assert count_messages(s, chat.id, since=T0 + timedelta(minutes=4)) == 2
 
 
+def test_window_messages_leave_out_people_who_opt_out_later(ingestor: Ingestor, db: Database) -> None:
+    """Opting out hides a person's stored messages from summaries at once; ``last`` counts only what may
+    be summarised; a sender without a stored name is shown by the name on their user row."""
+    ingestor.ingest_batch([
+        msg(1, "from Ann"),
+        msg(2, "from Olga", sender="7", name="Olga"),
+        msg(3, "Ann again"),
+        msg(4, "nameless", sender="8", name=""),
+        msg(5, "Olga again", sender="7", name="Olga"),
+    ])
+    with db.session() as s:
+        olga = set_opt_out(s, "telegram", "7", True)
+        set_opt_out(s, "telegram", "8", False, display_name="Dora")
+    ingestor.forget_cached_user(olga.id)
+    with db.session() as s:
+        chat = get_chat(s, "telegram", "-100")
+        assert chat is not None
+        every = load_window_messages(s, chat.id)
+        assert [m.platform_message_id for m in every] == ["1", "3", "4"]
+        assert [m.speaker for m in every] == ["Ann", "Ann", "Dora"]
+        assert [m.platform_message_id for m in load_window_messages(s, chat.id, last=2)] == ["3", "4"]
+        assert count_messages(s, chat.id) == 3
+    assert len(rows(db)) == 5  # hidden, not destroyed
+
+
 def test_find_chat_by_every_reference(ingestor: Ingestor, db: Database) -> None:
     ingestor.ingest_batch([msg(1, chat="-100"), msg(1, chat="555")])
     with db.session() as s:
