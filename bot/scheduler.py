@@ -10,8 +10,9 @@ run. APScheduler drives the tick (every ``tick_seconds``) and the pre-summarizer
 Exactly-once, as far as it can be had: a digest is *claimed* in ``digest_runs`` (unique per chat and
 local date) before it is built, so it is never posted twice — by two ticks, by a restart, or by two
 processes. After a restart the first tick runs at once and posts any digest whose time passed less
-than ``digest.grace_minutes`` ago; older ones are skipped. A crash between claim and post loses that
-day's digest (at-most-once), and the row stays ``claimed`` as the trace.
+than ``digest.grace_minutes`` ago; older ones are skipped. A claim left by a process that crashed
+between claim and post is taken over once its lease (``storage.digests.CLAIM_LEASE``) has run out, so
+that digest is posted late (within the grace period) instead of never.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -127,6 +129,7 @@ class DigestScheduler:
         self._scheduler: Any = None
         self._tick_lock = asyncio.Lock()
         self._background: dict[str, asyncio.Task[Any]] = {}
+        self.claimant = uuid.uuid4().hex  # this run's name on its digest claims (see storage.digests)
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -229,7 +232,8 @@ class DigestScheduler:
 
         def claim() -> tuple[int, list[WindowMessage], int] | None:
             with self.db.session() as session:
-                run = claim_digest(session, chat_pk, due.local_date, due.scheduled_for)
+                run = claim_digest(session, chat_pk, due.local_date, due.scheduled_for,
+                                   claimant=self.claimant, now=self.clock())
                 if run is None:
                     return None
                 previous = last_posted(session, chat_pk)

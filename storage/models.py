@@ -49,7 +49,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON}
+    type_annotation_map = {dict: JSON}  # noqa: RUF012  (SQLAlchemy reads it as a plain class attribute)
 
 
 class Chat(Base):
@@ -142,6 +142,7 @@ class DigestRun(Base):
     covered_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # naive UTC
     detail: Mapped[str] = mapped_column(Text, default="")
     claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_by: Mapped[str] = mapped_column(String(64), default="", server_default="")  # scheduler run token
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 

@@ -83,3 +83,27 @@ def test_unusable_database_url_is_one_line(tmp_path: Path) -> None:
     unwritable = runner.invoke(app, ["--db", f"sqlite:///{blocker / 'sub' / 'x.db'}", "chats"])
     assert unwritable.exit_code == 1
     assert unwritable.stderr.startswith("error: ") and "Traceback" not in unwritable.output
+
+
+def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(tmp_path: Path) -> None:
+    """An install from before 0003 keeps its digest history; its open claims get an empty claimant, which
+    no live run has, so a restart can take them over once their lease is over."""
+    from sqlalchemy import text
+
+    from storage.migrate import upgrade
+
+    database = Database(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+    upgrade(database.engine, "0002")
+    with database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO chats (id, platform, platform_chat_id, title, type, settings, created_at) "
+            "VALUES (1, 'telegram', '-1001', 't', 'group', '{}', '2026-01-01 00:00:00')"))
+        conn.execute(text(
+            "INSERT INTO digest_runs (chat_id, local_date, scheduled_for, status, message_count, detail, "
+            "claimed_at) VALUES (1, '2026-01-15', '2026-01-15 09:00:00', 'claimed', 0, '', "
+            "'2026-01-15 09:01:00')"))
+    upgrade(database.engine)
+    with database.engine.connect() as conn:
+        rows = conn.execute(text("SELECT local_date, status, claimed_by FROM digest_runs")).all()
+    database.dispose()
+    assert [tuple(r) for r in rows] == [("2026-01-15", "claimed", "")]

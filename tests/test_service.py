@@ -21,7 +21,7 @@ from bot.service import ChatService, Reply, Requester, make_engine, to_chat_mess
 from bot.worker import ModelWorker, WorkerBusy
 from model.windows import WindowMessage
 from storage.db import Database
-from storage.digests import digest_runs
+from storage.digests import CLAIM_LEASE, claim_digest, digest_runs, finish_digest
 from storage.ingest import IncomingMessage, Ingestor
 from storage.models import Chat, Message
 from storage.models import Summary as StoredSummary
@@ -361,6 +361,76 @@ def test_digest_skipped_below_minimum_and_claimed_once(
     with db.session() as s:
         chat_pk = s.scalars(select(Chat.id)).one()
         assert [(r.local_date, r.status) for r in digest_runs(s, chat_pk)] == [("2026-01-15", "skipped")]
+
+
+def test_a_stale_claim_of_another_run_is_taken_over_once(db: Database, ingestor: Ingestor) -> None:
+    add_messages(ingestor, "-100777", TEAM, datetime(2026, 1, 15, 7, 0, tzinfo=UTC))
+    t0 = datetime(2026, 1, 15, 9, 1, tzinfo=UTC)
+    sched = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+    with db.session() as s:
+        chat_pk = s.scalars(select(Chat.id)).one()
+        first = claim_digest(s, chat_pk, "2026-01-15", sched, claimant="run-a", now=t0)
+        assert first is not None and first.claimed_by == "run-a"
+        first_id = first.id
+    def claim(claimant: str, now: datetime) -> Any:
+        return claim_digest(s, chat_pk, "2026-01-15", sched, claimant=claimant, now=now)
+
+    with db.session() as s:  # within the lease another run keeps off, and so does the claimant itself
+        assert claim("run-b", t0 + timedelta(minutes=5)) is None
+        late = t0 + CLAIM_LEASE + timedelta(minutes=1)
+        assert claim("run-a", late) is None
+    with db.session() as s:  # past the lease, run-a is taken to be dead: run-b takes the same row over
+        taken = claim("run-b", late)
+        assert taken is not None and (taken.id, taken.claimed_by) == (first_id, "run-b")
+        assert "taken over" in taken.detail
+    with db.session() as s:  # ... and now holds a fresh lease against a third run
+        assert claim("run-c", late + timedelta(minutes=1)) is None
+        finish_digest(s, first_id, "posted", message_count=4)
+    with db.session() as s:  # a finished digest is never claimed again, however old
+        assert claim("run-c", late + timedelta(days=1)) is None
+        assert [(r.status, r.claimed_by) for r in digest_runs(s, chat_pk)] == [("posted", "run-b")]
+
+
+def test_restart_takes_over_the_digest_a_crash_left_claimed(
+    tmp_path: Path, db: Database, ingestor: Ingestor
+) -> None:
+    """A process that died between claiming and posting leaves the day's digest 'claimed'; the next run
+    must still handle it (once), within the grace period, once the dead run's lease is over."""
+    config = smollm_config(tmp_path, min_new_messages=10, grace_minutes=60)
+    clock = Clock(datetime(2026, 1, 15, 8, 59, tzinfo=UTC))
+    worker: ModelWorker[Any] = ModelWorker(lambda: make_engine(config))
+    svc = ChatService(config, db, worker, clock=clock)
+    add_messages(ingestor, "-100777", TEAM, datetime(2026, 1, 15, 7, 0, tzinfo=UTC))
+
+    async def yes() -> bool:
+        return True
+
+    async def poster(chat_id: str, thread: str | None, reply: Reply) -> None:
+        raise AssertionError("below min_new_messages nothing is posted")
+
+    async def scenario() -> list[list[str]]:
+        await svc.handle(WHO, "digest", "09:00 UTC", is_admin=yes)  # switched on at 08:59
+        clock.now = datetime(2026, 1, 15, 9, 1, tzinfo=UTC)
+        with db.session() as s:  # the crashed run's claim, made at 09:01
+            chat_pk = s.scalars(select(Chat.id)).one()
+            nine = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+            assert claim_digest(s, chat_pk, "2026-01-15", nine, claimant="dead", now=clock()) is not None
+        restarted = DigestScheduler(svc, use_apscheduler=False)
+        restarted.register_poster("telegram", poster)
+        seen = []
+        for minute in (3, 10, 17, 18, 30):
+            clock.now = datetime(2026, 1, 15, 9, minute, tzinfo=UTC)
+            seen.append([o.status for o in await restarted.tick()])
+        return seen
+
+    try:
+        seen = run(scenario())
+    finally:
+        worker.stop()
+    assert seen == [[], [], ["skipped"], [], []]  # 09:17: 16 minutes after the dead claim, once
+    with db.session() as s:
+        runs = digest_runs(s, s.scalars(select(Chat.id)).one())
+        assert [(r.local_date, r.status, r.message_count) for r in runs] == [("2026-01-15", "skipped", 4)]
 
 
 @pytest.mark.slow
