@@ -42,7 +42,8 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # missing driver, bad options
-        raise StorageError(f"cannot open storage.url {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+        shown = parsed.render_as_string(hide_password=True)
+        raise StorageError(f"cannot open storage.url {shown}: {exc}") from exc
 
 
 class Database:
