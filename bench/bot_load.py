@@ -137,10 +137,8 @@ def bot_process(spec_path: str) -> None:
 
 
 async def _serve(config: Any, secrets: Any, db: Any, record: BotRecord, queue_waits: list[float]) -> None:
-    from bot.scheduler import DigestScheduler
+    from bot.run_cmd import run_all
     from bot.service import ChatService, make_engine
-    from bot.slack.run import run_slack
-    from bot.telegram_bot import run_telegram
     from bot.worker import ModelWorker
     from storage.ingest import IncomingMessage, Ingestor, IngestResult
 
@@ -180,32 +178,10 @@ async def _serve(config: Any, secrets: Any, db: Any, record: BotRecord, queue_wa
     await asyncio.to_thread(worker.engine)  # load before the load starts: measure serving, not loading
     record.model_load_s = time.perf_counter() - started
     service = ChatService(config, db, worker, ingestor=TimedIngestor(db))
-    scheduler = DigestScheduler(service, name="bot-load")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        if config.telegram.enabled:
-            tasks.append(asyncio.create_task(run_telegram(
-                config, secrets, db, service=service, scheduler=scheduler, stop=stop)))
-        if config.slack.enabled:
-            tasks.append(asyncio.create_task(run_slack(
-                config, secrets, db, service=service, scheduler=scheduler, stop=stop)))
-        await scheduler.start()
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                stop.set()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise task.exception()  # type: ignore[misc]
+    try:  # exactly what ``chatsum run`` does (adapters, digest scheduler, signals, shutdown)
+        await run_all(config, secrets, db, service=service)
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await scheduler.shutdown()
         queue_waits.extend(worker.queue_waits)
-        await asyncio.to_thread(worker.stop)
 
 
 # == the platform side ====================================================================================

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import sys
 import time
@@ -49,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.machine import machine  # noqa: E402
 from model.schema import ChatMessage, Summary  # noqa: E402
 
 CHATS_DIR = REPO / "bench" / "chats"
@@ -512,22 +511,6 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     for label, get in rows:
         lines.append(f"| {label} | " + " | ".join(get(results[n]["aggregate"]) for n in names) + " |")
     return "\n".join(lines)
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 0
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "os": platform.system()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.summarize import machine  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from finetune.data import finalize, records_from_file, tokenizer_counter, write_dataset  # noqa: E402
 from finetune.datasets import load_examples  # noqa: E402

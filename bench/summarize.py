@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import machine  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from finetune.datasets import load_examples  # noqa: E402
 from finetune.eval import (  # noqa: E402
@@ -49,34 +49,6 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "samsum" / "validation.jsonl"
 DEFAULT_OUT = REPO / "bench" / "results" / "summarize.json"
 TARGET = {"rouge1": 46.0, "rouge2": 21.0, "rougeL": 37.0}
 RUNS = ("lead3", "zero-shot", "few-shot")
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 0
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
-        mem = f"{kb / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": cores,
-        "memory": mem,
-        "python": platform.python_version(),
-        "os": platform.system(),
-    }
 
 
 def meets_target(run: EvalRun) -> bool:

@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Config, ConfigError, Secrets
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from bot.service import ChatService
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,21 @@ def enabled_adapters(config: Config, secrets: Secrets | None = None) -> list[str
 
 
 async def run_all(
-    config: Config, secrets: Secrets, db: Database, *, stop: asyncio.Event | None = None
+    config: Config,
+    secrets: Secrets,
+    db: Database,
+    *,
+    stop: asyncio.Event | None = None,
+    service: ChatService | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or ``stop``); an adapter that fails to start stops the others."""
+    """Run until SIGTERM/SIGINT (or ``stop``); an adapter that fails to start stops the others.
+
+    ``service`` replaces the default one (its model worker included), so ``bench/bot_load.py`` can
+    time the ingest path and the model jobs while running exactly this supervision; its worker is
+    stopped on the way out like the default one.
+    """
     from bot.scheduler import DigestScheduler
-    from bot.service import ChatService, make_engine
+    from bot.service import make_engine
     from bot.worker import ModelWorker
 
     names = enabled_adapters(config, secrets)
@@ -49,8 +62,10 @@ async def run_all(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker: ModelWorker[Any] = ModelWorker(lambda: make_engine(config))
-    service = ChatService(config, db, worker)
+    if service is None:
+        worker: ModelWorker[Any] = ModelWorker(lambda: make_engine(config))
+        service = ChatService(config, db, worker)
+    worker = service.worker
     scheduler = DigestScheduler(service)
     tasks: list[asyncio.Task[None]] = []
     try:
