@@ -36,8 +36,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Sam", "yes, Tuesday should work"),
             ("Kate", "ok, I'll book us a slot at 7"),
         ),
-        "Sam can't go climbing with Kate tonight because his back still hurts. "
-        "Kate will book them a slot for next Tuesday at 7.",
+        "Sam can't go climbing tonight because his back hurts. Kate will book a slot for Tuesday at 7.",
     ),
     ExampleChat(
         (
@@ -47,7 +46,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Mum", "Check Dad's car then, you left it there on Sunday"),
             ("Olivia", "found it! thanks"),
         ),
-        "Olivia was looking for her blue scarf. She found it in Dad's car, where she left it on Sunday.",
+        "Olivia found her blue scarf in Dad's car.",
     ),
     ExampleChat(
         (
@@ -58,8 +57,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Chloe", "I work from home on Thursdays, I can let him in"),
             ("Ravi", "great, thanks Chloe"),
         ),
-        "The landlord will fix the heating on Thursday between 9 and 12. "
-        "Chloe works from home that day and will let him in.",
+        "The landlord will fix the heating on Thursday morning. Chloe will let him in.",
     ),
     ExampleChat(
         (
@@ -70,8 +68,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Hugo", "we have to go to the next home game"),
             ("Nina", "tickets go on sale Friday, I'll try to get two"),
         ),
-        "Hugo and Nina watched their team come back from 0-2 to win 3-2. "
-        "Nina will try to get two tickets for the next home game when sales open on Friday.",
+        "Hugo and Nina's team won 3-2. Nina will try to get tickets for the next home game.",
     ),
     ExampleChat(
         (
@@ -82,8 +79,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Emma", "you're a star. she has swimming after, her bag is in the hallway"),
             ("Jack", "got it"),
         ),
-        "Jack will pick Lily up from school at 3:30 because Emma's meeting runs late. "
-        "He will take her swimming bag from the hallway.",
+        "Jack will pick Lily up from school at 3:30 and take her swimming bag.",
     ),
     ExampleChat(
         (
@@ -95,7 +91,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Dan", "count me in, I'll send you the money tonight"),
             ("Zoe", "great, I'll order them tomorrow"),
         ),
-        "Zoe, Leo, Amy and Dan will pay 30 each for headphones for Mark's birthday on the 14th. "
+        "Zoe, Leo, Amy and Dan will pay 30 each for Mark's birthday headphones. "
         "Zoe will order them tomorrow.",
     ),
     ExampleChat(
@@ -106,8 +102,8 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Greg", "so you miss the conference opening?"),
             ("Paula", "yes, but I can still give my talk on Tuesday"),
         ),
-        "Paula's flight to Lisbon was cancelled because of an airport strike and she was rebooked for "
-        "Monday. She will miss the conference opening but can still give her talk on Tuesday.",
+        "Paula's flight to Lisbon was cancelled by a strike. "
+        "She is rebooked for Monday and will give her talk on Tuesday.",
     ),
     ExampleChat(
         (
@@ -117,7 +113,7 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
             ("Max", "I'll drop it off on Friday evening"),
             ("Tim", "👍"),
         ),
-        "Max still has Tim's drill. He will return it on Friday evening, as Tim needs it on Saturday.",
+        "Max will return Tim's drill on Friday evening.",
     ),
 )
 

@@ -48,7 +48,7 @@ from model.prompt_examples import (
 )
 from model.schema import MODES, ChatMessage, Summary
 
-PROMPT_VERSION = "chatsum-prompts/1"
+PROMPT_VERSION = "chatsum-prompts/2"
 
 ROLE_MODES: tuple[str, ...] = ("user", "agent", "all")
 TEXT_MODES: tuple[str, ...] = ("overall", "user", "agent", "all", "aspect")
