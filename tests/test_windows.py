@@ -19,6 +19,7 @@ from model.windows import (
     WindowMessage,
     line_cost,
     slice_windows,
+    truncate_to_fit,
 )
 
 T0 = datetime(2024, 3, 1, 9, 0)
@@ -246,6 +247,38 @@ def test_empty_input_gives_no_windows() -> None:
 def test_bad_arguments_are_named(kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         slice_windows([_msg(1, 0, "x")], **kwargs)
+
+
+_SPACEY = st.sampled_from([*"ab ZY9.,\t\n\u3000", "\u00e9", "\u4f1a", "\U0001f600", " ", " "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(st.text(_SPACEY, max_size=60), st.text(_SPACEY, min_size=900, max_size=5000), _TEXT),
+    speaker=st.sampled_from(["ann", "李雷", ""]),
+    max_tokens=st.integers(min_value=1, max_value=1500),
+)
+def test_linear_truncation_cuts_where_the_general_search_does(text: str, speaker: str,
+                                                              max_tokens: int) -> None:
+    """With the default estimator, truncation prices chunks of the text once instead of searching over
+    whole prefixes; the cut and its cost must be exactly those of the general search (run here through
+    a counter that is the default estimator under another name), whitespace runs and all."""
+    msg = WindowMessage(id=1, platform_message_id="p1", sent_at=T0, speaker=speaker, text=text)
+    fast, fast_cost = truncate_to_fit(msg, max_tokens)
+    general, general_cost = truncate_to_fit(msg, max_tokens, lambda line: estimate_tokens(line))
+    assert (fast.text, fast_cost) == (general.text, general_cost)
+    assert fast_cost == line_cost(speaker, fast.text)
+
+
+def test_truncation_excludes_a_prefix_priced_exactly_at_the_limit() -> None:
+    """The boundary the sampled texts rarely hit: with "ann" at a budget of 17, a line of "ann: " plus
+    162 ASCII letters plus the marker costs exactly 18 tokens (one over), so 161 letters are kept; the
+    general search and the linear one must agree on that."""
+    msg = WindowMessage(id=1, platform_message_id="p1", sent_at=T0, speaker="ann", text="a" * 400)
+    fast, fast_cost = truncate_to_fit(msg, 17)
+    general, general_cost = truncate_to_fit(msg, 17, lambda line: estimate_tokens(line))
+    assert line_cost("ann", "a" * 162 + TRUNCATION_MARKER) == 18
+    assert (fast.text, fast_cost) == (general.text, general_cost) == ("a" * 161 + TRUNCATION_MARKER, 17)
 
 
 # -- the token estimator -------------------------------------------------------------------------------
