@@ -1,10 +1,12 @@
-"""Idempotent ingestion and what reads back out of it (storage.ingest + storage.queries), on real SQLite."""
+"""Idempotent ingestion and what reads back out of it (storage.ingest + storage.queries), on a real SQLite
+file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pg_server import BACKENDS
 from sqlalchemy import func, select
 
 from storage.db import Database
@@ -21,6 +23,8 @@ from storage.queries import (
 from storage.retention import set_opt_out
 
 T0 = datetime(2024, 5, 1, 9, 0)
+# Every test here runs on SQLite and on a real PostgreSQL server (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("db", BACKENDS, indirect=True)
 
 
 def msg(mid: int | str, text: str | None = "hi", *, minutes: float | None = None, chat: str = "-100",
