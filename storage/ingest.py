@@ -348,7 +348,8 @@ class Ingestor:
         if not wanted:
             return
         rows = [
-            {"platform": p, "platform_chat_id": c, "title": m.chat_title, "type": m.chat_type, "settings": {},
+            {"platform": p, "platform_chat_id": c, "title": m.chat_title[:512], "type": m.chat_type[:32],
+             "settings": {},
              "created_at": datetime.now(UTC).replace(tzinfo=None)}
             for (p, c), m in wanted.items()
         ]
@@ -358,7 +359,7 @@ class Ingestor:
                 select(Chat.id).where(Chat.platform == p, Chat.platform_chat_id == c)
             ).scalar_one()
             self._chat_ids[(p, c)] = chat_id
-            title = wanted[(p, c)].chat_title
+            title = wanted[(p, c)].chat_title[:512]
             if title:
                 conn.execute(update(Chat).where(Chat.id == chat_id, Chat.title == "").values(title=title))
 
@@ -381,7 +382,9 @@ class Ingestor:
         return wanted
 
     def _ensure_users(self, conn: Connection, wanted: dict[tuple[str, str], str]) -> None:
-        rows = [{"platform": p, "platform_user_id": u, "display_name": n, "opted_out": False}
+        # Names are cut to their columns here, as sender_name is in rows(): PostgreSQL refuses an over-long
+        # VARCHAR where SQLite keeps it. Ids are not cut (that would merge two ids); importers refuse them.
+        rows = [{"platform": p, "platform_user_id": u, "display_name": n[:512], "opted_out": False}
                 for (p, u), n in wanted.items()]
         conn.execute(_insert(conn, User.__table__), rows)
         for platform in {p for p, _ in wanted}:

@@ -242,3 +242,15 @@ def test_users_are_created_once_per_platform_identity(ingestor: Ingestor, db: Da
     Ingestor(db).ingest_batch([msg(3, sender="9", name="Nine", chat="-2")])
     with db.session() as s:
         assert s.scalar(select(func.count(User.id))) == 1
+
+
+def test_over_long_names_are_cut_to_their_columns(ingestor: Ingestor, db: Database) -> None:
+    """PostgreSQL enforces VARCHAR lengths (SQLite does not): a chat title or a display name longer than
+    its column is cut to it on both, not refused on one."""
+    long = "é" * 1000
+    ingestor.ingest_batch([IncomingMessage(platform="telegram", chat_id="-1", message_id="1", sent_at=T0,
+                                           sender_id="u", sender_name=long, text="x", chat_title=long)])
+    with db.session() as s:
+        assert s.scalars(select(Chat.title)).one() == "é" * 512
+        assert s.scalars(select(User.display_name)).one() == "é" * 512
+        assert s.scalars(select(Message.sender_name)).one() == "é" * 512
