@@ -101,6 +101,21 @@ def _insert(conn: Connection, table: Any) -> Any:
     return table.insert()
 
 
+def _insert_counted(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> int:
+    """Run an INSERT … ON CONFLICT DO NOTHING over many rows; returns how many rows were really new.
+
+    An executemany's ``rowcount`` cannot say that portably: through SQLAlchemy with psycopg 3 it is -1,
+    which used to be read as "all new", so a re-import on PostgreSQL counted its duplicates as added.
+    Where the dialect batches RETURNING over many rows (PostgreSQL, SQLite >= 3.35: SQLAlchemy's
+    "insertmanyvalues"), the ids of the rows really inserted are counted instead; elsewhere ``rowcount``
+    is the best there is.
+    """
+    if conn.dialect.insert_executemany_returning:
+        return len(conn.execute(stmt.returning(Message.__table__.c.id), rows).all())
+    count = conn.execute(stmt, rows).rowcount
+    return count if count is not None and count >= 0 else len(rows)
+
+
 # Column order of the message rows built by ``_MessageWriter.rows`` (the table's own column order).
 _MESSAGE_COLUMNS = (
     "chat_id", "platform_message_id", "sender_id", "sender_name", "sent_at", "text", "kind", "reply_to",
@@ -293,9 +308,8 @@ class _MessageWriter:
     def insert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
         """Insert rows, skipping those already stored; returns how many were new."""
         if not self.fast:
-            res = conn.execute(self._stmt, [dict(zip(_MESSAGE_COLUMNS, r, strict=True)) for r in rows])
-            count = res.rowcount
-            return count if count is not None and count >= 0 else len(rows)
+            dicts = [dict(zip(_MESSAGE_COLUMNS, r, strict=True)) for r in rows]
+            return _insert_counted(conn, self._stmt, dicts)
         per = _ROWS_PER_INSERT
         full = len(rows) - len(rows) % per
         inserted = 0
@@ -334,7 +348,8 @@ class Ingestor:
         if not wanted:
             return
         rows = [
-            {"platform": p, "platform_chat_id": c, "title": m.chat_title, "type": m.chat_type, "settings": {},
+            {"platform": p, "platform_chat_id": c, "title": m.chat_title[:512], "type": m.chat_type[:32],
+             "settings": {},
              "created_at": datetime.now(UTC).replace(tzinfo=None)}
             for (p, c), m in wanted.items()
         ]
@@ -344,7 +359,7 @@ class Ingestor:
                 select(Chat.id).where(Chat.platform == p, Chat.platform_chat_id == c)
             ).scalar_one()
             self._chat_ids[(p, c)] = chat_id
-            title = wanted[(p, c)].chat_title
+            title = wanted[(p, c)].chat_title[:512]
             if title:
                 conn.execute(update(Chat).where(Chat.id == chat_id, Chat.title == "").values(title=title))
 
@@ -367,7 +382,9 @@ class Ingestor:
         return wanted
 
     def _ensure_users(self, conn: Connection, wanted: dict[tuple[str, str], str]) -> None:
-        rows = [{"platform": p, "platform_user_id": u, "display_name": n, "opted_out": False}
+        # Names are cut to their columns here, as sender_name is in rows(): PostgreSQL refuses an over-long
+        # VARCHAR where SQLite keeps it. Ids are not cut (that would merge two ids); importers refuse them.
+        rows = [{"platform": p, "platform_user_id": u, "display_name": n[:512], "opted_out": False}
                 for (p, u), n in wanted.items()]
         conn.execute(_insert(conn, User.__table__), rows)
         for platform in {p for p, _ in wanted}:

@@ -1,4 +1,7 @@
-"""The `chatsum` command line end to end against a real SQLite file: output, counts and exit codes."""
+"""The `chatsum` command line end to end against a real SQLite file: output, counts and exit codes.
+
+The tests marked ``on_both`` run a second time with ``--db postgresql+psycopg://…`` against a real
+PostgreSQL server (tests/conftest.py): the same commands, the same output."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_server import BACKENDS
 from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
@@ -31,9 +35,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture()
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+on_both = pytest.mark.parametrize("url", BACKENDS, indirect=True)  # conftest's ``url``: SQLite by default
 
 
 def cli(url: str, *args: str, config: Path | None = None) -> Result:
@@ -93,6 +95,7 @@ def test_python_dash_m_bot_runs_the_same_cli(tmp_path: Path) -> None:
 
 
 # -- chats and windows ---------------------------------------------------------------------------------
+@on_both
 def test_chats_lists_counts_and_spans(url: str) -> None:
     empty = cli(url, "chats")
     assert empty.exit_code == 0 and "no chats stored yet" in empty.stdout
@@ -106,6 +109,7 @@ def test_chats_lists_counts_and_spans(url: str) -> None:
     assert any("general" in line and "C42" in line and " 1 " in line for line in lines)
 
 
+@on_both
 def test_windows_split_at_silence_and_follow_options(url: str) -> None:
     seed(url)
     for ref in ("Team", "team", "-100", "telegram:-100", "1"):
@@ -131,6 +135,7 @@ def test_windows_gap_default_comes_from_config(url: str, tmp_path: Path) -> None
     assert "in 1 windows" in cli(url, "windows", "Team", config=config).stdout
 
 
+@on_both
 def test_windows_errors(url: str) -> None:
     seed(url)
     assert one_error_line(cli(url, "windows", "nope")) == (
@@ -153,6 +158,7 @@ def count(url: str) -> int:
     return int(n or 0)
 
 
+@on_both
 def test_forget_prints_counts(url: str) -> None:
     seed(url)
     result = cli(url, "forget", "--chat", "Team", "--user", "Ann")
@@ -164,6 +170,7 @@ def test_forget_prints_counts(url: str) -> None:
     assert missing.exit_code == 2 and "--user" in missing.stderr
 
 
+@on_both
 def test_purge_prints_counts_and_uses_retention_days(url: str, tmp_path: Path) -> None:
     seed(url)
     db = Database(url)
@@ -218,6 +225,7 @@ def tg_message(i: int, text: str = "", **extra: Any) -> dict[str, Any]:
         tzinfo=UTC).timestamp())), "from": "Ann", "from_id": "user1", "text": text or f"message {i}", **extra}
 
 
+@on_both
 def test_import_twice_adds_nothing_the_second_time(url: str, tmp_path: Path) -> None:
     export = telegram_export(tmp_path / "result.json", [tg_message(i) for i in range(1, 26)])
     first = cli(url, "import", str(export), "--no-progress", "--batch-size", "4")
@@ -230,6 +238,7 @@ def test_import_twice_adds_nothing_the_second_time(url: str, tmp_path: Path) -> 
     assert "25 messages in 1 windows" in cli(url, "windows", "Imported").stdout
 
 
+@on_both
 def test_import_lists_rejected_entries_and_keeps_the_good_ones(url: str, tmp_path: Path) -> None:
     good = [tg_message(i) for i in range(1, 4)]
     bad = {"id": 99, "type": "message", "date": "not a date", "from": "Bob", "from_id": "user2", "text": "x"}

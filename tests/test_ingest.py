@@ -1,10 +1,12 @@
-"""Idempotent ingestion and what reads back out of it (storage.ingest + storage.queries), on real SQLite."""
+"""Idempotent ingestion and what reads back out of it (storage.ingest + storage.queries), on a real SQLite
+file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pg_server import BACKENDS
 from sqlalchemy import func, select
 
 from storage.db import Database
@@ -21,6 +23,8 @@ from storage.queries import (
 from storage.retention import set_opt_out
 
 T0 = datetime(2024, 5, 1, 9, 0)
+# Every test here runs on SQLite and on a real PostgreSQL server (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("db", BACKENDS, indirect=True)
 
 
 def msg(mid: int | str, text: str | None = "hi", *, minutes: float | None = None, chat: str = "-100",
@@ -238,3 +242,15 @@ def test_users_are_created_once_per_platform_identity(ingestor: Ingestor, db: Da
     Ingestor(db).ingest_batch([msg(3, sender="9", name="Nine", chat="-2")])
     with db.session() as s:
         assert s.scalar(select(func.count(User.id))) == 1
+
+
+def test_over_long_names_are_cut_to_their_columns(ingestor: Ingestor, db: Database) -> None:
+    """PostgreSQL enforces VARCHAR lengths (SQLite does not): a chat title or a display name longer than
+    its column is cut to it on both, not refused on one."""
+    long = "é" * 1000
+    ingestor.ingest_batch([IncomingMessage(platform="telegram", chat_id="-1", message_id="1", sent_at=T0,
+                                           sender_id="u", sender_name=long, text="x", chat_title=long)])
+    with db.session() as s:
+        assert s.scalars(select(Chat.title)).one() == "é" * 512
+        assert s.scalars(select(User.display_name)).one() == "é" * 512
+        assert s.scalars(select(Message.sender_name)).one() == "é" * 512

@@ -1,4 +1,6 @@
-"""Alembic migrations: a fresh database lands at head, the models match the scripts, `chatsum db` reports."""
+"""Alembic migrations: a fresh database lands at head, the models match the scripts, `chatsum db` reports.
+
+The tests that take ``db``, ``url`` or ``empty_url`` run on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pg_server import BACKENDS
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
@@ -15,6 +18,8 @@ from storage.db import Database
 from storage.migrate import current_revision, head_revision
 from storage.models import Base
 
+on_both = pytest.mark.parametrize("empty_url", BACKENDS, indirect=True)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -22,12 +27,19 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def test_fresh_database_is_at_head_with_every_table(db: Database) -> None:
-    assert current_revision(db.engine) == head_revision(db.engine) is not None
-    tables = set(inspect(db.engine).get_table_names())
-    assert {"chats", "users", "messages", "summaries", "alembic_version"} <= tables
+@on_both
+def test_fresh_database_is_at_head_with_every_table(empty_url: str) -> None:
+    db = Database(empty_url)
+    try:
+        assert current_revision(db.engine) == head_revision(db.engine) is not None
+        tables = set(inspect(db.engine).get_table_names())
+    finally:
+        db.dispose()
+    expected = {"chats", "users", "messages", "summaries", "digest_runs", "bot_state", "alembic_version"}
+    assert expected <= tables
 
 
+@pytest.mark.parametrize("db", BACKENDS, indirect=True)
 def test_models_and_migrations_agree(db: Database) -> None:
     """A model change without a migration would make a fresh install differ from the code."""
     with db.engine.connect() as conn:
@@ -42,16 +54,18 @@ def test_sqlite_engine_settings(db: Database) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
 
 
-def test_upgrade_is_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'twice.db'}"
+@on_both
+def test_upgrade_is_idempotent(empty_url: str) -> None:
+    url = empty_url
     Database(url).dispose()
     again = Database(url)  # start-up migrates again: must be a no-op
     assert current_revision(again.engine) == head_revision(again.engine)
     again.dispose()
 
 
-def test_db_current_and_upgrade_commands(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'sub' / 'cli.db'}"
+@on_both
+def test_db_current_and_upgrade_commands(empty_url: str) -> None:
+    url = empty_url  # on SQLite, a file in a directory that does not exist yet
     runner = CliRunner()
 
     before = runner.invoke(app, ["--db", url, "db", "current"])
@@ -85,14 +99,15 @@ def test_unusable_database_url_is_one_line(tmp_path: Path) -> None:
     assert unwritable.stderr.startswith("error: ") and "Traceback" not in unwritable.output
 
 
-def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(tmp_path: Path) -> None:
+@on_both
+def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(empty_url: str) -> None:
     """An install from before 0003 keeps its digest history; its open claims get an empty claimant, which
     no live run has, so a restart can take them over once their lease is over."""
     from sqlalchemy import text
 
     from storage.migrate import upgrade
 
-    database = Database(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+    database = Database(empty_url, migrate=False)
     upgrade(database.engine, "0002")
     with database.engine.begin() as conn:
         conn.execute(text(

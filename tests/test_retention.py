@@ -1,19 +1,22 @@
-"""Forget, purge and opt-out (storage.retention) on a real SQLite file."""
+"""Forget, purge and opt-out (storage.retention) on a real SQLite file and a real PostgreSQL server."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pg_server import BACKENDS
 from sqlalchemy import func, select
 
 from storage.db import Database
 from storage.ingest import IncomingMessage, Ingestor
 from storage.models import Chat, Message, Summary, User
 from storage.queries import load_window_messages
-from storage.retention import UserRefError, forget_user, purge_older_than, set_opt_out
+from storage.retention import Removed, UserRefError, forget_user, purge_older_than, set_opt_out
 
 T0 = datetime(2024, 5, 1, 9, 0)
+# Every test here runs on SQLite and on a real PostgreSQL server (tests/conftest.py).
+pytestmark = pytest.mark.parametrize("db", BACKENDS, indirect=True)
 
 
 def msg(mid: int, sender: str | None, name: str, *, chat: str = "-100", minutes: int | None = None,
@@ -149,3 +152,34 @@ def test_opt_out_of_a_user_never_seen_creates_them(db: Database, ingestor: Inges
         assert s.scalar(select(func.count(User.id))) == 1
     stored = ingestor.ingest_one(IncomingMessage("slack", "C1", "1.0", T0, sender_id="U42", text="hi"))
     assert stored.placeholders == 1
+
+
+def test_a_stored_summary_round_trips_and_goes_with_its_messages(db: Database, ingestor: Ingestor) -> None:
+    """The summaries table as the CLI and the bots write it (bot.summarize_cmd.store_summary): bounds,
+    model, prompt version and the structured JSON read back unchanged, a human correction is kept beside
+    it, and forgetting a person whose message the window covered deletes it."""
+    from bot.summarize_cmd import store_summary
+    from model.schema import KeyPoint, ParticipantView, SummaryMeta, Topic
+    from model.schema import Summary as SummaryModel
+
+    ingestor.ingest_batch([msg(1, "1", "Ann"), msg(2, "2", "Bob"), msg(3, "1", "Ann")])
+    team = chat_pk(db)
+    with db.session() as s:
+        window = load_window_messages(s, team)
+    topic = Topic(title="Запуск 🚀 «release»", participants=[ParticipantView(speaker="Ann", view="wants it")],
+                  key_points=[KeyPoint(text="ship on Friday", message_refs=[1, 3])])
+    meta = SummaryMeta(model_id="m" * 300, prompt_version="v2", mode="chatsum")
+    summary = SummaryModel(topics=[topic], overall="Они договорились.", meta=meta)
+    store_summary(db, team, window, summary)
+    with db.session() as s:
+        row = s.scalars(select(Summary)).one()
+        assert row.content == summary.model_dump(mode="json")
+        assert (row.window_start, row.window_end) == (T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
+        assert (row.first_message_id, row.last_message_id) == (window[0].id, window[-1].id)
+        assert row.message_count == 3
+        assert (row.model_id, row.prompt_version, row.mode) == ("m" * 256, "v2", "chatsum")
+        row.corrected = {"overall": "Исправлено ✓", "topics": []}
+    with db.session() as s:
+        assert s.scalars(select(Summary.corrected)).one() == {"overall": "Исправлено ✓", "topics": []}
+        assert forget_user(s, team, "2") == Removed(messages=1, summaries=1)
+        assert s.scalar(select(func.count(Summary.id))) == 0

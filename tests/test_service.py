@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_server import BACKENDS
 from sqlalchemy import func, select
 
 from bot.commands import CommandError, parse_digest_args, parse_summary_args, split_command
@@ -322,6 +323,7 @@ def test_engine_failure_is_a_sentence_not_a_traceback(
     assert reply.text == "Sorry, I couldn't produce a summary this time. Please try again later."
 
 
+@pytest.mark.parametrize("db", BACKENDS, indirect=True)  # claims on SQLite and PostgreSQL
 def test_digest_skipped_below_minimum_and_claimed_once(
     tmp_path: Path, db: Database, ingestor: Ingestor
 ) -> None:
@@ -363,6 +365,7 @@ def test_digest_skipped_below_minimum_and_claimed_once(
         assert [(r.local_date, r.status) for r in digest_runs(s, chat_pk)] == [("2026-01-15", "skipped")]
 
 
+@pytest.mark.parametrize("db", BACKENDS, indirect=True)  # claims on SQLite and PostgreSQL
 def test_a_stale_claim_of_another_run_is_taken_over_once(db: Database, ingestor: Ingestor) -> None:
     add_messages(ingestor, "-100777", TEAM, datetime(2026, 1, 15, 7, 0, tzinfo=UTC))
     t0 = datetime(2026, 1, 15, 9, 1, tzinfo=UTC)
