@@ -279,6 +279,15 @@ class LlamaCppBackend:
         common = min(len(p) for p in prompts) - 1
         for p in prompts[1:]:
             common = min(common, _common_prefix(prompts[0], p))
+        # In the unified KV cache every sequence's own tokens take their own cells: when the prefix plus
+        # all questions and answers would not fit the context, answer the requests in two halves.
+        if n > 1 and common + sum(len(p) - common + b for p, b in zip(prompts, budgets, strict=True)) > (
+            self.context_length
+        ):
+            half = n // 2
+            return self._generate(requests[:half], grammars[:half], budgets[:half]) + self._generate(
+                requests[half:], grammars[half:], budgets[half:]
+            )
         have = llm.input_ids[: llm.n_tokens].tolist()
         reuse = min(_common_prefix(have, prompts[0]), common)
         cached_before = int(llm.n_tokens)
