@@ -412,6 +412,7 @@ class Summarizer:
                     max_tokens=budget,
                     what=f"topic {index}",
                     first=first,
+                    salvage=True,  # a cut-off answer keeps its finished lines (views, points)
                 )
             except SummaryError as err:
                 usage.notes.append(f"topic {index} ({title}) left out: {err}")
