@@ -2,18 +2,19 @@
 
 Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the README):
 
-* **chatsum in two steps over one cached prefix.** Step 1 (the plan) lists the topics, each with a
-  title and the people who spoke about it, then one overall sentence; step 2 is asked once per topic and
-  answers with exactly one view per person of that topic plus 1-2 points with refs. Each step decodes
-  under its own JSON schema (``model.prompts.plan_schema`` / ``topic_schema``): under a llama.cpp grammar
-  the plan can name only participants, and a topic's views are required keys for exactly its people, each
-  opening with a reporting verb. Step 2 prompts extend step 1's conversation, so llama.cpp re-uses the
-  evaluated chat and each topic costs a few tokens of prefill plus its answer.
+* **chatsum in two steps over one cached prefix.** Step 1 (the plan) lists the topics, one
+  ``title | people`` line each, then an ``Overall:`` line; step 2 is asked once per topic and answers with
+  exactly one ``Name: view`` line per person of that topic plus 1-2 ``Point:``/``Decided:`` lines with refs
+  (and optional ``Todo Name:`` lines). Each step decodes under its own GBNF grammar
+  (``model.prompts.plan_grammar`` / ``topic_grammar``): the plan can name only participants, and a topic's
+  view lines are written by the grammar for exactly its people, each view opening with a reporting verb.
+  Step 2 prompts extend step 1's conversation, so llama.cpp re-uses the evaluated chat and plan, and the
+  topic questions go to the back-end together (``complete_many``: llama.cpp decodes them side by side;
+  measured on two cores, four answers a step cost 156 ms where one costs 55 ms).
   Why not one call: measured on the 1.5B, one call over a 31-message, 3-subject chat produced five
   topics, each listing all four people with the same recycled views, 675 tokens; over a 200-message
-  window it copied 14 of 14 views verbatim from messages (and, with verb-led views, still repeated one
-  view per person across topics). Two steps gave 3 topics for the 3 subjects, distinct views, none
-  copied, 481 tokens. The cost is one more round trip per topic and the titles written twice.
+  window it copied 14 of 14 views verbatim from messages. Two steps gave 3 topics for the 3 subjects,
+  distinct views, none copied, 481 tokens (JSON then; the line format is ~25% fewer tokens).
 * **Validation, one repair, then ``SummaryError``.** A shape error goes back to the model with the
   conversation so far (a cached prefix, so the retry pays only for its answer). An answer cut off at
   the token limit is retried once asking for a shorter one; if that is cut off too, its complete topics
@@ -53,10 +54,10 @@ from model.prompts import (
     content_messages,
     format_dialogue,
     group_schema,
+    name_text,
     participants,
-    plan_schema,
-    split_decisions,
-    topic_schema,
+    plan_grammar,
+    topic_grammar,
 )
 from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
 from model.validate import (
@@ -84,11 +85,12 @@ class SummaryError(Exception):
 TURN_OVERHEAD_TOKENS = 8
 #: Plain-text modes answer in one to three sentences.
 TEXT_MAX_TOKENS = 200
-#: chatsum step 1 (overall + up to 5 titles with people) and step 2 (per topic) answer budgets: above the
-#: longest answer the schema's caps allow in practice, so the token limit never cuts an answer short.
+#: chatsum step 1 (up to 5 ``title | people`` lines + overall) and step 2 (per topic) answer budgets:
+#: above the longest answer the grammar's caps allow in practice, so the token limit never cuts an
+#: answer short (the budget is a ceiling; decoding stops where the grammar ends).
 PLAN_MAX_TOKENS = 320
-TOPIC_BASE_TOKENS = 360
-TOKENS_PER_VIEW = 32
+TOPIC_BASE_TOKENS = 240
+TOKENS_PER_VIEW = 28
 TOPIC_QUESTION_TOKENS = 64
 #: People per topic assumed when sizing chunks; a topic with more people gets more at call time.
 TYPICAL_PEOPLE = 4
@@ -252,7 +254,7 @@ class Summarizer:
             return [list(messages)]
         # Fixed cost: the prompt around a one-message chat, minus that message's line.
         one = build_turns(messages[:1], mode, language, focus, few_shot=self.few_shot)
-        line_costs = [self.backend.count_tokens(_line(m, language)) + 1 for m in messages]
+        line_costs = [self.backend.count_tokens(_line(m, language, mode)) + 1 for m in messages]
         fixed = self.count_turns(one) - line_costs[0]
         room = budget - fixed
         if room < 64:
@@ -266,13 +268,20 @@ class Summarizer:
     # -- chatsum --------------------------------------------------------------------------------------
 
     def _complete(
-        self, turns: list[Turn], usage: _Usage, *, max_tokens: int, schema: dict[str, Any] | None
+        self,
+        turns: list[Turn],
+        usage: _Usage,
+        *,
+        max_tokens: int,
+        schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         try:
             completion = self.backend.complete(
                 turns,
                 max_tokens=max_tokens,
                 json_schema=schema if self.constrained else None,
+                grammar=grammar if self.constrained else None,
                 temperature=self.temperature,
             )
         except BackendError as err:
@@ -282,21 +291,47 @@ class Summarizer:
         usage.add(completion)
         return completion
 
+    def _complete_many(self, requests: list[tuple[list[Turn], str, int]], usage: _Usage) -> list[Completion]:
+        """Several questions at once — ``(turns, grammar, max_tokens)`` — where the back-end can batch them
+        (``complete_many``: llama.cpp decodes the topics of a window side by side over their shared
+        prefix, a few tokens a step for about the price of one); else one after the other."""
+        many = getattr(self.backend, "complete_many", None)
+        if many is None or len(requests) < 2:
+            return [self._complete(t, usage, max_tokens=n, grammar=g) for t, g, n in requests]
+        try:
+            completions: list[Completion] = many(
+                [t for t, _, _ in requests],
+                max_tokens=[n for _, _, n in requests],
+                grammars=[g if self.constrained else None for _, g, _ in requests],
+                temperature=self.temperature,
+            )
+        except BackendError as err:
+            raise SummaryError(
+                f"the {getattr(self.backend, 'name', 'model')} back-end failed: {err}"
+            ) from err
+        for c in completions:
+            usage.add(c)
+        return completions
+
     def _ask(
         self,
         turns: list[Turn],
-        schema: dict[str, Any],
+        grammar: str,
         parse: Callable[[str], Any],
         language: str,
         usage: _Usage,
         *,
         max_tokens: int,
         what: str,
-        shorter_schema: dict[str, Any] | None = None,
+        shorter_grammar: str | None = None,
         salvage: bool = False,
+        first: Completion | None = None,
     ) -> tuple[Any, str, bool]:
-        """One constrained question with one repair: (parsed answer, its text, whether it was repaired)."""
-        completion = self._complete(turns, usage, max_tokens=max_tokens, schema=schema)
+        """One constrained question with one repair: (parsed answer, its text, whether it was repaired).
+
+        ``first`` is an answer already made (a batched one); only the repair, if needed, is asked here.
+        """
+        completion = first or self._complete(turns, usage, max_tokens=max_tokens, grammar=grammar)
         try:
             return parse(_uncut(completion)), completion.text, False
         except OutputError as err:
@@ -304,13 +339,13 @@ class Summarizer:
             usage.notes.append(f"repair of the {what}: {err}")
             retry = build_repair_turns(turns, completion.text, str(err), language, shorter=cut)
             second = self._complete(
-                retry, usage, max_tokens=max_tokens, schema=(shorter_schema or schema) if cut else schema
+                retry, usage, max_tokens=max_tokens, grammar=(shorter_grammar or grammar) if cut else grammar
             )
             try:
                 return parse(_uncut(second)), second.text, True
             except OutputError as err2:
                 for attempt in (second, completion) if salvage else ():
-                    closed = salvage_cut_off(attempt.text)
+                    closed = salvage_cut_off(attempt.text) if attempt.finish_reason == "length" else None
                     if closed is not None:
                         try:
                             answer = parse(closed)
@@ -330,7 +365,7 @@ class Summarizer:
         return max(16, budget)
 
     def _chatsum_once(self, messages: list[ChatMessage], language: str, usage: _Usage) -> _ChunkResult:
-        """Step 1 (the plan: topics and their people), then step 2 once per topic, on one cached prefix."""
+        """Step 1 (the plan: topics and their people), then step 2 for every topic, on one cached prefix."""
         shown = content_messages(messages)
         speakers = participants(shown)
         max_ref = max(m.ref for m in messages)
@@ -338,48 +373,62 @@ class Summarizer:
         plan_turns = build_turns(messages, "chatsum", language, few_shot=self.few_shot)
         plan, plan_answer, repaired = self._ask(
             plan_turns,
-            plan_schema(speakers, language, max_topics=cap),
+            plan_grammar(speakers, language, max_topics=cap),
             parse_plan,
             language,
             usage,
             max_tokens=min(self.max_new_tokens, PLAN_MAX_TOKENS),
             what="list of topics",
-            shorter_schema=plan_schema(speakers, language, max_topics=min(cap, 3)),
+            shorter_grammar=plan_grammar(speakers, language, max_topics=min(cap, 3)),
             salvage=True,
         )
         known = {m.speaker for m in messages}
+        by_label = {_name_label(s): s for s in known}
         drops = Drops()
-        raw_topics: list[RawTopic] = []
+        asked: list[tuple[int, str, list[Turn], str, int]] = []
         for index, item in enumerate(plan.topics[:MAX_TOPICS], start=1):
-            people = [p for p in dict.fromkeys(item.people) if p in known]
+            people: list[str] = []
             for p in item.people:
-                if p not in known:
+                name = p if p in known else by_label.get(p)
+                if name is None:
                     drops.speakers += 1
                     drops.details.append(f"speaker {p!r} is not a participant")
+                elif name not in people:
+                    people.append(name)
             turns = build_topic_turns(plan_turns, plan_answer, index, item.title, people, language)
+            grammar = topic_grammar(people, speakers, max_ref, language)
+            asked.append((index, item.title, turns, grammar, self._topic_tokens(len(people), turns)))
+        firsts = self._complete_many([(t, g, n) for _, _, t, g, n in asked], usage)
+        names = [*known, *by_label]
+        raw_topics: list[RawTopic] = []
+        for (index, title, turns, grammar, budget), first in zip(asked, firsts, strict=True):
             try:
                 answer, _, fixed = self._ask(
                     turns,
-                    topic_schema(people, speakers, max_ref, language),
-                    parse_topic_answer,
+                    grammar,
+                    lambda text: parse_topic_answer(text, names),
                     language,
                     usage,
-                    max_tokens=self._topic_tokens(len(people), turns),
+                    max_tokens=budget,
                     what=f"topic {index}",
+                    first=first,
+                    salvage=True,  # a cut-off answer keeps its finished lines (views, points)
                 )
             except SummaryError as err:
-                usage.notes.append(f"topic {index} ({item.title}) left out: {err}")
+                usage.notes.append(f"topic {index} ({title}) left out: {err}")
                 usage.failed_topics += 1
                 continue
             repaired = repaired or fixed
-            points, decisions = split_decisions(answer.points, language)
             raw_topics.append(
                 RawTopic(
-                    title=item.title,
-                    views=answer.views,
-                    points=points,
-                    decisions=[*decisions, *answer.decisions],
-                    actions=answer.actions,
+                    title=title,
+                    views=[v.model_copy(update={"name": by_label.get(v.name, v.name)}) for v in answer.views],
+                    points=answer.points,
+                    decisions=answer.decisions,
+                    actions=[
+                        a.model_copy(update={"owner": by_label.get(a.owner, a.owner)}) if a.owner else a
+                        for a in answer.actions
+                    ],
                 )
             )
         if not raw_topics:
@@ -485,8 +534,13 @@ def _check_window(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     return list(messages)
 
 
-def _line(message: ChatMessage, language: str) -> str:
-    return format_dialogue([message], language).split("\n")[1]
+def _line(message: ChatMessage, language: str, mode: str = "overall") -> str:
+    return format_dialogue([message], language, compact=mode == "chatsum").split("\n")[1]
+
+
+def _name_label(speaker: str) -> str:
+    """A speaker as the grammar writes them (``model.prompts.name_text``), to map answers back."""
+    return name_text(speaker)
 
 
 def _shorten(message: ChatMessage, max_tokens: int, language: str) -> ChatMessage:
@@ -545,17 +599,17 @@ def _uncut(completion: Completion) -> str:
 def topic_cap(n_messages: int) -> int:
     """Most topics a window of ``n_messages`` (fillers excluded) may have: a ceiling, not a target.
 
-    Given room for five, the 1.5B split a 31-message chat with three subjects into five topics; it
-    tends to use the room it gets. The ceiling follows the chats we wrote for the quality benchmark
-    (2-4 subjects in 22-70 messages) and the issue's 2-5 topics for a rich chat.
+    Given room for five, the 1.5B split a 31-message chat with three subjects into five topics, and a
+    200-message window with four subjects into five sub-topics of one of them (the latency benchmark,
+    three runs of three): it tends to use the room it gets. The ceiling follows the chats we wrote for the
+    quality benchmark (2-4 subjects in 22-70 messages); five topics (the issue's upper bound) still come
+    out of map-reduce over long windows, whose merge may keep up to ``MAX_TOPICS``.
     """
     if n_messages <= 3:
         return 1
     if n_messages < 40:
         return 3
-    if n_messages < 80:
-        return 4
-    return MAX_TOPICS
+    return 4
 
 
 def _gist(topic: Topic) -> str:

@@ -71,16 +71,27 @@ def estimate_milli(text: str) -> int:
     spaces = other.count(32)  # newlines count as punctuation: rarer, and one more pass is not worth it
     digits = n_other - len(other.translate(None, _DIGITS))
     if size == len(text):  # pure ASCII: letters = size - n_other, punctuation = n_other - spaces - digits
-        return (_W_LETTER * size + (_W_PUNCT - _W_LETTER) * n_other
-                + (_W_SPACE - _W_PUNCT) * spaces + (_W_DIGIT - _W_PUNCT) * digits)
+        return (
+            _W_LETTER * size
+            + (_W_PUNCT - _W_LETTER) * n_other
+            + (_W_SPACE - _W_PUNCT) * spaces
+            + (_W_DIGIT - _W_PUNCT) * digits
+        )
     leads = other.translate(None, _CONTINUATION)  # ASCII non-letters plus one lead byte per character
     n_leads = len(leads)
     n2 = n_leads - len(leads.translate(None, _LEAD2))
     n3 = n_leads - len(leads.translate(None, _LEAD3))
     n4 = n_leads - len(leads.translate(None, _LEAD4))
     punct = n_leads - spaces - digits - n2 - n3 - n4
-    return (_W_LETTER * (size - n_other) + _W_SPACE * spaces + _W_DIGIT * digits
-            + _W_PUNCT * punct + _W_CHAR2 * n2 + _W_CHAR3 * n3 + _W_CHAR4 * n4)
+    return (
+        _W_LETTER * (size - n_other)
+        + _W_SPACE * spaces
+        + _W_DIGIT * digits
+        + _W_PUNCT * punct
+        + _W_CHAR2 * n2
+        + _W_CHAR3 * n3
+        + _W_CHAR4 * n4
+    )
 
 
 def tokens_from_milli(milli: int) -> int:

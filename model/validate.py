@@ -2,9 +2,11 @@
 
 The model's answer is checked in two layers:
 
-1. **Shape** (``parse_plan``, ``parse_topic_answer``; ``parse_chatsum`` for the whole compact JSON): is it
-   JSON, does it have topics with titles, views and points? A
-   failure here is an ``OutputError`` whose message is fed back to the model for its one repair try.
+1. **Shape** (``parse_plan``, ``parse_topic_answer`` for the model-facing lines of the two chatsum steps;
+   ``parse_chatsum`` for the whole compact JSON of training targets): does the answer have topic lines
+   with titles and people, views and points? The parsers are lenient (an unconstrained back-end adds
+   chatter, bullets or the other language's labels) and a failure is an ``OutputError`` whose message is
+   fed back to the model for its one repair try.
 2. **Grounding** (``ground_topics``): refs must point at messages of the window, speakers and action
    owners must be participants of it. What does not hold is *dropped and counted*, never guessed at —
    a summary that cites message 212 of a 200-message window, or quotes someone who was not there, is
@@ -103,7 +105,7 @@ class RawPlan(_Raw):
 class RawTopicAnswer(_Raw):
     """Step 2 of chatsum: one topic's views, points, decisions and actions."""
 
-    views: dict[str, str] | list[RawView] = Field(default_factory=dict)
+    views: list[RawView] = Field(default_factory=list)
     points: list[RawPoint] = Field(default_factory=list)
     decisions: list[RawPoint] = Field(default_factory=list)
     actions: list[RawAction] = Field(default_factory=list)
@@ -157,25 +159,109 @@ def parse_chatsum(text: str) -> RawChatSum:
         raise OutputError(_describe(err)) from None
 
 
+#: Line labels of both languages (``model.prompts.LABELS``), so a Chinese chat answered with English
+#: labels, or the reverse, still parses.
+_OVERALL = re.compile(r"^\s*(?:overall|summary|总结|摘要)\s*[:：]\s*", re.IGNORECASE)
+_POINT = re.compile(r"^\s*(?:point|key point|要点)\s*[:：]\s*", re.IGNORECASE)
+_DECIDED = re.compile(r"^\s*(?:decided|decision|决定)\s*[:：]\s*", re.IGNORECASE)
+_TODO = re.compile(r"^\s*(?:(?:todo|to do|action)(?=\s)|待办)\s*", re.IGNORECASE)
+_BULLET = re.compile(r"^\s*(?:[-*•]\s+|\d+[.)]\s+)")
+_TRAILING_REFS = re.compile(r"\s*[\[(（【]\s*((?:\d+\s*[,，、;]?\s*)+)[\])）】]\s*[.。]?\s*$")
+_SEP = re.compile(r"\s*[:：]\s*")
+
+
+def _lines(text: str) -> list[str]:
+    return [_BULLET.sub("", line).strip() for line in text.strip().splitlines() if line.strip()]
+
+
+def _split_refs(text: str) -> tuple[str, list[int]]:
+    """``"Release on Monday [3, 4]"`` → ``("Release on Monday", [3, 4])``."""
+    m = _TRAILING_REFS.search(text)
+    if not m:
+        return text.strip(), []
+    return text[: m.start()].strip(), [int(r) for r in re.findall(r"\d+", m.group(1))]
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip().strip("\"'") for n in re.split(r"[,，、;]", text) if n.strip().strip("\"'")]
+
+
 def parse_plan(text: str) -> RawPlan:
-    """Parse and shape-check step 1 of a chatsum answer."""
-    data = extract_json(text)
-    try:
-        return RawPlan.model_validate(data)
-    except ValidationError as err:
-        raise OutputError(_describe(err)) from None
+    """Step 1 of chatsum: ``title | people`` lines and an ``Overall:`` line (see ``plan_grammar``)."""
+    topics: list[RawPlan.Item] = []
+    overall = ""
+    for line in _lines(text):
+        if _OVERALL.match(line):
+            overall = _OVERALL.sub("", line).strip()
+        elif "|" in line:
+            title, _, people = line.partition("|")
+            title = title.strip().strip("\"'*#")
+            if title:
+                topics.append(RawPlan.Item(title=title, people=list(dict.fromkeys(_names(people)))))
+    if not topics:
+        stripped = text.strip()
+        raise OutputError(
+            "the answer was empty"
+            if not stripped
+            else "no topic lines of the form 'title | people' (one per topic, then 'Overall: sentence')"
+        )
+    return RawPlan(overall=overall, topics=topics)
 
 
-def parse_topic_answer(text: str) -> RawTopicAnswer:
-    """Parse and shape-check step 2 (one topic); a topic without a single view or point is unusable."""
-    data = extract_json(text)
-    try:
-        answer = RawTopicAnswer.model_validate(data)
-    except ValidationError as err:
-        raise OutputError(_describe(err)) from None
-    if not answer.views and not answer.points:
-        raise OutputError("the topic has neither views nor points")
-    return answer
+def _match_name(line: str, people: Sequence[str]) -> tuple[str, str] | None:
+    """``(name, rest)`` when ``line`` starts with one of ``people`` and a colon (longest name first)."""
+    for name in sorted(people, key=len, reverse=True):
+        if line.startswith(name):
+            rest = line[len(name) :]
+            if m := _SEP.match(rest):
+                return name, rest[m.end() :].strip()
+    return None
+
+
+def parse_topic_answer(text: str, people: Sequence[str] = ()) -> RawTopicAnswer:
+    """Step 2 (one topic): ``Name: view`` lines, ``Point:``/``Decided:`` lines with refs, ``Todo`` lines.
+
+    Names are matched against ``people`` first (a name may contain a colon); an unknown ``X: text`` line is
+    kept as a view of X, for grounding to drop and count. A topic without a single view or point is
+    unusable.
+    """
+    views: list[RawView] = []
+    points: list[RawPoint] = []
+    decisions: list[RawPoint] = []
+    actions: list[RawAction] = []
+    for line in _lines(text):
+        if _POINT.match(line) or _DECIDED.match(line):
+            body, refs = _split_refs((_POINT if _POINT.match(line) else _DECIDED).sub("", line))
+            if body:
+                (points if _POINT.match(line) else decisions).append(RawPoint(text=body, refs=refs))
+            continue
+        named = _match_name(line, people)
+        if named is not None:
+            if named[1]:
+                views.append(RawView(name=named[0], view=named[1].strip('"')))
+            continue
+        todo = _TODO.match(line)
+        if todo:
+            rest = line[todo.end() :]
+            named = _match_name(rest, people)
+            if named is None and (m := _SEP.search(rest)) and 0 < m.start() <= 40:
+                named = rest[: m.start()].strip(), rest[m.end() :].strip()
+            owner, task = named if named else (None, rest)
+            body, refs = _split_refs(task)
+            if body:
+                actions.append(RawAction(owner=owner or None, text=body, refs=refs))
+            continue
+        if (m := _SEP.search(line)) and 0 < m.start() <= 40:
+            named = line[: m.start()].strip().strip("\"'*"), line[m.end() :].strip()
+        if named and named[0] and named[1]:
+            views.append(RawView(name=named[0], view=named[1].strip('"')))
+    if not views and not points and not decisions:
+        raise OutputError(
+            "the answer was empty"
+            if not text.strip()
+            else "no 'Name: view' lines and no 'Point: … [refs]' line for the topic"
+        )
+    return RawTopicAnswer(views=views, points=points, decisions=decisions, actions=actions)
 
 
 def parse_groups(text: str) -> RawGroups:
@@ -187,34 +273,16 @@ def parse_groups(text: str) -> RawGroups:
 
 
 def salvage_cut_off(text: str) -> str | None:
-    """Close a chatsum answer that hit the token limit after its last *complete* topic.
+    """The complete lines of an answer that hit the token limit: the unfinished last line is dropped.
 
-    Only whole topics survive; returns None when not even one topic was finished. The caller records
-    that the answer was cut off, so this never hides a truncation.
+    Only whole lines (whole topics of a plan, whole views and points of a topic) survive; returns None
+    when not one line was finished. The caller records that the answer was cut off, so this never hides
+    a truncation.
     """
-    depth = 0
-    in_string = escaped = False
-    last_topic_end = -1
-    for i, ch in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if ch == "}" and depth == 2:
-                last_topic_end = i
-    if last_topic_end < 0:
+    if "\n" not in text:
         return None
-    return text[: last_topic_end + 1] + "]}"
+    kept = text[: text.rindex("\n")].rstrip()
+    return kept or None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -249,8 +249,12 @@ def slice_windows(
                     win, prev_at = anchor
                     if win.tokens + cost <= max_tokens and (horizon is None or sent_at - prev_at <= horizon):
                         target = win
-            if (target is None and current is not None  # rule 4
-                    and sent_at - current.last <= gap and current.tokens + cost <= max_tokens):
+            if (
+                target is None
+                and current is not None  # rule 4
+                and sent_at - current.last <= gap
+                and current.tokens + cost <= max_tokens
+            ):
                 target = current
         if target is None:
             target = current = _Open(msg, cost, cut)

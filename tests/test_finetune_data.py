@@ -178,6 +178,15 @@ def _estimate(rec: InstructionRecord) -> int:
 # ----------------------------------------------------------------------------------- collected chats
 
 
+def _lines_for(grammar: str, texts: str) -> str:
+    """An answer in the line format a chatsum grammar asks for, with the chat's text copied into it."""
+    if grammar.startswith("root ::= topic"):
+        name = re.search(r'^name ::= \("([^"]+)"', grammar, flags=re.M)
+        return f"Topic | {name.group(1) if name else '?'}\nOverall: {texts}"
+    names = re.findall(r'^v\d+ ::= "([^"]+): "', grammar, flags=re.M)
+    return "\n".join([*(f"{n}: Reports {texts}" for n in names), f"Point: {texts} [1]"])
+
+
 class EchoTeacher:
     """A stand-in for a teacher model behind a server. It answers whatever JSON schema the summarizer
     asks for (so it follows the summarizer's protocol, whatever it is) and copies the chat it was shown
@@ -198,10 +207,13 @@ class EchoTeacher:
         json_schema: dict[str, Any] | None = None,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
-        chat = turns[-1].content
-        self.seen.append(chat)
-        texts = "; ".join(re.findall(r"^\[\d+\] [^:]+: (.*)$", chat, flags=re.M))
+        chat = next((t.content for t in reversed(turns) if "<chat>" in t.content), turns[-1].content)
+        self.seen.append("\n".join(t.content for t in turns))  # everything it was shown
+        texts = "; ".join(re.findall(r"^\[?\d+\]? [^:]+: (.*)$", chat, flags=re.M))
+        if grammar is not None:  # chatsum's line formats: follow the grammar's own names and labels
+            return Completion(text=_lines_for(grammar, texts), prompt_tokens=10, completion_tokens=10)
         answer = _fill(json_schema or {"type": "string"}, "answer", texts)
         return Completion(text=json.dumps(answer), prompt_tokens=10, completion_tokens=10)
 
@@ -325,7 +337,9 @@ def test_collected_chats_never_contain_opted_out_text_and_corrections_win(
     labels = sorted(r.label for r in records)
     assert labels == ["correction", "teacher:echo-teacher", "teacher:echo-teacher"]
     fixed = next(r for r in records if r.label == "correction")
-    assert json.loads(fixed.completion)["overall"] == "Dan and Eve agreed the release notes."
+    from model.validate import parse_plan
+
+    assert parse_plan(fixed.completion).overall == "Dan and Eve agreed the release notes."  # step 1's target
     assert not any("release note" in seen for seen in teacher.seen)  # the corrected window is not re-labelled
     assert all(r.mode == "chatsum" for r in records)
     want = build_turns(list(fixed.messages), "chatsum", "en", few_shot=False)

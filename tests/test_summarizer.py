@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from model.backends.base import BackendError, Completion, Turn
-from model.prompts import PROMPT_VERSION
+from model.prompts import PROMPT_VERSION, plan_text, topic_answer
 from model.schema import ChatMessage, KeyPoint, ParticipantView, Topic
 from model.summarizer import Summarizer, SummaryError, balanced_chunks, clean_text_answer
 from model.validate import (
@@ -54,8 +54,11 @@ class ScriptedBackend:
         json_schema: dict[str, Any] | None = None,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
-        self.calls.append({"turns": turns, "max_tokens": max_tokens, "json_schema": json_schema})
+        self.calls.append(
+            {"turns": turns, "max_tokens": max_tokens, "json_schema": json_schema, "grammar": grammar}
+        )
         if not self.replies:
             raise BackendError("script exhausted")
         reply = self.replies.pop(0)
@@ -86,15 +89,14 @@ CHAT = window(
 def model(
     *topics: dict[str, Any], overall: str = "Release moved; lunch planned."
 ) -> Callable[[list[Turn]], str]:
-    """A stand-in model that answers chatsum's step 1 with the plan of ``topics`` and step 2 with each."""
+    """A stand-in model that answers chatsum's step 1 with the plan of ``topics`` and step 2 with each,
+    in the model-facing line format (``model.prompts.plan_text`` / ``topic_answer``)."""
 
     def reply(turns: list[Turn]) -> str:
         asked = re.search(r"Step 2 for topic (\d+)", turns[-1].content)
         if asked:
-            topic = topics[int(asked.group(1)) - 1]
-            return json.dumps({k: v for k, v in topic.items() if k != "title"})
-        plan = [{"title": t["title"], "people": t.get("people", list(t["views"]))} for t in topics]
-        return json.dumps({"overall": overall, "topics": plan})
+            return topic_answer(topics[int(asked.group(1)) - 1], "en")
+        return plan_text(overall, [(t["title"], t.get("people", list(t["views"]))) for t in topics], "en")
 
     return reply
 
@@ -137,16 +139,35 @@ def test_valid_answers_become_a_summary_with_meta() -> None:
     assert (meta.backend, meta.model_id, meta.chunks, meta.repaired) == ("scripted", "script", 1, False)
     assert meta.extra["calls"] == 3  # the plan, then one question per topic
     # Step 1 may name only the window's speakers; step 2 must give a view for exactly the topic's people.
-    plan_schema = backend.calls[0]["json_schema"]
-    people = plan_schema["properties"]["topics"]["items"]["properties"]["people"]
-    assert people["items"]["enum"] == ["Alice", "Bob", "Carol"]
-    views = backend.calls[2]["json_schema"]["properties"]["views"]
-    assert views["required"] == ["Alice", "Bob"] and views["additionalProperties"] is False
+    plan_grammar = backend.calls[0]["grammar"]
+    name_rule = next(line for line in plan_grammar.splitlines() if line.startswith("name ::="))
+    assert name_rule == 'name ::= ("Alice" | "Bob" | "Carol")'
+    views = [line for line in backend.calls[2]["grammar"].splitlines() if line.startswith("v")]
+    assert views[:2] == ['v0 ::= "Alice: " view "\\n"', 'v1 ::= "Bob: " view "\\n"'] and len(views) == 3
+    assert backend.calls[0]["json_schema"] is None
     # Step 2 continues step 1's conversation, so the chat stays a cached prefix.
     plan_turns = backend.calls[0]["turns"]
     assert backend.calls[1]["turns"][: len(plan_turns)] == plan_turns
     assert backend.calls[2]["turns"][: len(plan_turns)] == plan_turns
     assert "Step 2 for topic 2: Lunch tomorrow\nPeople: Alice, Bob" in backend.calls[2]["turns"][-1].content
+
+
+def test_topic_questions_go_to_complete_many_when_the_backend_has_it() -> None:
+    class Batching(ScriptedBackend):
+        batches: ClassVar[list[int]] = []
+
+        def complete_many(self, requests, *, max_tokens, grammars, temperature):  # type: ignore[no-untyped-def]
+            self.batches.append(len(requests))
+            return [
+                self.complete(t, max_tokens=n, grammar=g, temperature=temperature)
+                for t, n, g in zip(requests, max_tokens, grammars, strict=True)
+            ]
+
+    backend = Batching([model(RELEASE, LUNCH)] * 3)
+    summary = Summarizer(backend).summarize(CHAT)
+    assert backend.batches == [2]  # both topics in one batch, after the plan
+    assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
+    assert "view" in backend.calls[1]["grammar"] and backend.calls[1]["max_tokens"] > 0
 
 
 def test_invented_refs_and_speakers_are_dropped_and_counted() -> None:
@@ -175,26 +196,26 @@ def test_garbage_gets_one_repair_that_quotes_the_error() -> None:
     retry = backend.calls[1]["turns"]
     assert retry[: len(backend.calls[0]["turns"])] == backend.calls[0]["turns"]  # cached prefix
     assert retry[-2].content.startswith("Sure!")
-    assert "not valid JSON" in retry[-1].content
+    assert "no topic lines of the form 'title | people'" in retry[-1].content
 
 
 def test_two_bad_plans_raise_a_clear_error() -> None:
-    backend = ScriptedBackend(['{"overall": "x", "topics": []}', "still not json"])
+    backend = ScriptedBackend(["Overall: nothing.", "still no plan"])
     with pytest.raises(
-        SummaryError, match=r"list of topics was unusable twice: first topics: .*after repair not valid JSON"
+        SummaryError, match=r"list of topics was unusable twice: first no topic lines .*after repair no topic"
     ):
         Summarizer(backend).summarize(CHAT)
 
 
 def test_a_topic_that_fails_twice_is_left_out_and_counted() -> None:
     good = model(RELEASE, LUNCH)
-    backend = ScriptedBackend([good, good, "{}", "{}"])
+    backend = ScriptedBackend([good, good, "??", "??"])
     summary = Summarizer(backend).summarize(CHAT)
     assert [t.title for t in summary.topics] == ["Release moved to Monday"]
     assert summary.meta.extra["failed_topics"] == 1
     assert "topic 2 (Lunch tomorrow) left out" in summary.meta.extra["notes"][-1]
     with pytest.raises(SummaryError, match="none of the 1 topics could be described"):
-        Summarizer(ScriptedBackend([model(RELEASE), "{}", "{}"])).summarize(CHAT)
+        Summarizer(ScriptedBackend([model(RELEASE), "??", "??"])).summarize(CHAT)
 
 
 def test_backend_failure_is_a_summary_error() -> None:
@@ -204,17 +225,17 @@ def test_backend_failure_is_a_summary_error() -> None:
 
 def test_cut_off_plan_is_retried_shorter_then_salvaged_to_complete_topics() -> None:
     full = model(RELEASE, LUNCH)([Turn("user", "Step 1")])
-    cut = full[: full.index('"Lunch') + 6]
+    cut = full[: full.index("Lunch") + 3]  # the second topic line is unfinished
     backend = ScriptedBackend([(cut, "length"), (cut, "length"), model(RELEASE, LUNCH)])
     summary = Summarizer(backend).summarize(CHAT)
     assert "shorter" in backend.calls[1]["turns"][-1].content
-    assert backend.calls[1]["json_schema"]["properties"]["topics"]["maxItems"] == 3
+    assert backend.calls[1]["grammar"].startswith("root ::= topic{1,3} overall")
     assert [t.title for t in summary.topics] == ["Release moved to Monday"]
     assert summary.meta.extra["cut_off"] is True
 
 
 def test_cut_off_before_any_topic_was_planned_is_an_error() -> None:
-    backend = ScriptedBackend([('{"overall": "x", "topics": [{"title": "Rel', "length")] * 2)
+    backend = ScriptedBackend([("Release moved to Mon", "length")] * 2)
     with pytest.raises(SummaryError, match="cut off at the token limit"):
         Summarizer(backend).summarize(CHAT)
 
@@ -241,12 +262,9 @@ def test_near_duplicate_topics_are_merged_and_counted() -> None:
 
 
 def test_decided_points_become_decisions() -> None:
-    topic = dict(LUNCH)
-    topic["points"] = [
-        {"text": "Thai place.", "refs": [4]},
-        {"text": "Decided: lunch at 12.", "refs": [4, 5]},
-    ]
-    summary = Summarizer(ScriptedBackend([model(topic)] * 2)).summarize(CHAT)
+    answer = "Alice: Suggests Thai.\nBob: Is in.\nPoint: Thai place. [4]\nDecided: lunch at 12. [4, 5]"
+    backend = ScriptedBackend([model(LUNCH), answer])
+    summary = Summarizer(backend).summarize(CHAT)
     assert [k.text for k in summary.topics[0].key_points] == ["Thai place."]
     assert [(d.text, d.message_refs) for d in summary.topics[0].decisions] == [("lunch at 12.", [4, 5])]
 
@@ -267,8 +285,7 @@ def test_fillers_do_not_become_people() -> None:
     chat = [*CHAT, ChatMessage(ref=6, speaker="Dan", text="👍")]
     backend = ScriptedBackend([model(LUNCH)] * 2)
     Summarizer(backend).summarize(chat)
-    people = backend.calls[0]["json_schema"]["properties"]["topics"]["items"]["properties"]["people"]
-    assert "Dan" not in people["items"]["enum"]
+    assert '"Dan"' not in backend.calls[0]["grammar"] and '"Alice"' in backend.calls[0]["grammar"]
 
 
 # -- plain-text modes --------------------------------------------------------------------------------
@@ -339,8 +356,8 @@ def long_chat(n: int = 80) -> list[ChatMessage]:
 def chunk_model(turns: list[Turn]) -> str:
     """A model's chunk summary: one topic per subject, citing refs and people seen in this chunk."""
     chat = next(t.content for t in reversed(turns) if "<chat>" in t.content)
-    refs = [int(r) for r in re.findall(r"^\[(\d+)\]", chat, re.MULTILINE)]
-    names = list(dict.fromkeys(re.findall(r"^\[\d+\] (\w+)", chat, re.MULTILINE)))
+    refs = [int(r) for r in re.findall(r"^(\d+) ", chat, re.MULTILINE)]
+    names = list(dict.fromkeys(re.findall(r"^\d+ (\w+)", chat, re.MULTILINE)))
     release = {
         "title": "Release schedule",
         "views": {n: "Talks about the deploy date." for n in names if n in ("Alice", "Bob")},
@@ -460,15 +477,13 @@ def test_refs_given_as_strings_are_read() -> None:
     assert raw.topics[0].view_pairs() == [("A", "v")]
 
 
-def test_salvage_keeps_only_whole_topics() -> None:
-    text = (
-        '{"overall": "o", "topics": [{"title": "a", "views": {}, '
-        '"points": [{"text": "x {", "refs": [1]}]}, {"title": "b'
-    )
-    closed = salvage_cut_off(text)
-    assert closed is not None
-    assert [t.title for t in parse_chatsum(closed).topics] == ["a"]
-    assert salvage_cut_off('{"overall": "o", "topics": [{"title": "a"') is None
+def test_salvage_keeps_only_whole_lines() -> None:
+    from model.validate import parse_plan
+
+    closed = salvage_cut_off("Release | Ann, Bob\nLunch | Cy\nOverall: The release and lu")
+    assert closed == "Release | Ann, Bob\nLunch | Cy"
+    assert [t.title for t in parse_plan(closed).topics] == ["Release", "Lunch"]
+    assert salvage_cut_off("Release | An") is None
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
 """The one interface every back-end implements: chat messages in, text out, optionally JSON-constrained.
 
 Kept deliberately small (in the spirit of simonw/llm): prompts, validation and map-reduce live in
-``model.summarizer``; a back-end only turns a list of chat turns into a completion.
+``model.summarizer``; a back-end only turns a list of chat turns into a completion. A back-end may also
+offer ``complete_many(requests, *, max_tokens, grammars, temperature)`` — several conversations answered
+together (the llama.cpp back-end decodes them side by side over their shared prefix); the summarizer uses
+it for chatsum's per-topic questions when it is there, and asks one after the other when it is not.
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ class Backend(Protocol):
         json_schema: dict[str, Any] | None = None,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
-        """Generate the assistant's reply; with ``json_schema``, constrain decoding to it where possible."""
+        """Generate the assistant's reply; with ``json_schema`` or ``grammar`` (GBNF, as llama.cpp reads
+        it), constrain decoding to it where the back-end can; one that cannot answers unconstrained and
+        validation holds the answer to the format."""
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -136,6 +136,7 @@ class OpenAIBackend:
         json_schema: dict[str, Any] | None = None,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         payload: dict[str, Any] = {
             "messages": [{"role": t.role, "content": t.content} for t in turns],
@@ -149,12 +150,16 @@ class OpenAIBackend:
             payload["stop"] = stop
         if self.seed is not None:
             payload["seed"] = self.seed
-        constrained = json_schema is not None and self.use_json_schema
-        if constrained:
+        constrained = (json_schema is not None or grammar is not None) and self.use_json_schema
+        if constrained and json_schema is not None:
             payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "chatsum_output", "schema": json_schema, "strict": True},
             }
+        elif constrained:
+            # GBNF as the llama.cpp server reads it ("grammar"); a server that rejects it is asked again
+            # without, and the answer is held to the format by validation alone.
+            payload["grammar"] = grammar
 
         url = f"{self.base_url}/chat/completions"
         start = time.perf_counter()
@@ -162,7 +167,8 @@ class OpenAIBackend:
         if constrained and response.status_code in (400, 422) and _mentions_response_format(response):
             # The server cannot do schema-guided decoding; stop asking and fall back to validation.
             self.use_json_schema = False
-            payload.pop("response_format")
+            payload.pop("response_format", None)
+            payload.pop("grammar", None)
             constrained = False
             response = self._post(url, payload)
         seconds = time.perf_counter() - start

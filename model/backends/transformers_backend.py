@@ -166,6 +166,7 @@ class TransformersBackend:
         json_schema: dict[str, Any] | None = None,
         temperature: float = 0.0,
         stop: list[str] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         import torch
 
@@ -219,7 +220,7 @@ class TransformersBackend:
             seconds=seconds,
             extra={
                 "constrained": False,
-                "schema_requested": json_schema is not None,
+                "schema_requested": json_schema is not None or grammar is not None,
                 "decode_tokens_per_s": len(new_tokens) / seconds if seconds > 0 else 0.0,
                 "device": str(self._device),
                 "load_in_4bit": self.load_in_4bit,
