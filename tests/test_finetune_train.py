@@ -297,9 +297,10 @@ def test_response_only_loss_and_lora_gradients_equal_the_full_logits_computation
     hook.remove()
     assert ours == pytest.approx(full, rel=1e-5) and ours == pytest.approx(trl, rel=1e-5)
     assert set(ours_g) == set(full_g) == set(trl_g) and all(g.norm() > 0 for g in full_g.values())
-    # fp32 sums in another order differ by ~1e-6 relative; a misaligned label shift would differ by ~1
+    # Measured: 0 against the full logits (the same rows through the same ops), 1.5e-4 against TRL's online
+    # softmax over 32k-token vocabulary chunks; a label shift off by one position would differ by ~1
     assert worst_relative_error(ours_g, full_g) < 1e-4
-    assert worst_relative_error(ours_g, trl_g) < 1e-4
+    assert worst_relative_error(ours_g, trl_g) < 1e-3
 
     # A micro-batch without any label (possible with gradient accumulation) adds exactly nothing.
     empty = {**batch, "labels": torch.full_like(labels, -100)}
