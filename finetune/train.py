@@ -5,6 +5,10 @@ What each choice buys:
 * **Completion-only loss.** Records are conversational prompt-completion rows (``finetune.data``), so
   TRL applies the model's chat template exactly as inference does and masks the prompt: the model is
   trained to answer, not to reproduce chats.
+* **The LM head only where the loss is** (``completion_loss_trainer``): the logits of the labelled
+  (response) positions alone, through transformers' ``logits_to_keep`` mask; the same loss and gradients
+  as projecting every position, which TRL does on a CPU, in about a third less time (a step of 8 SAMSum
+  dialogues on the 0.5B and 2 cores: 40 s -> 26 s).
 * **LoRA via peft** (rank, alpha, dropout, target modules from ``[finetune]`` / flags) and **NEFTune
   via transformers' ``neftune_noise_alpha``**: uniform noise of norm ``alpha / sqrt(L * d)`` added to
   the input embeddings in training mode only (a forward hook that checks ``module.training``), so
@@ -23,6 +27,7 @@ What each choice buys:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -321,28 +326,157 @@ def _progress_callback(log: Log) -> Any:
     return _Echo()
 
 
-def train(
+@functools.cache
+def completion_loss_trainer() -> type:
+    """TRL's ``SFTTrainer`` with the loss (and the LM head under it) computed on the response tokens only.
+
+    Why: with ``completion_only_loss`` only the summary positions (about a fifth of a SAMSum sequence)
+    carry a label, yet TRL 1.16's fused LM head scores *every* position off CUDA (it keeps the tile
+    shapes fixed for compilers; its Triton path alone drops the unlabelled rows): a 151,936 x 896
+    projection (Qwen2.5's tied head, about 27 % of the forward FLOPs) three times per token (forward,
+    recomputed in backward, input gradient), plus a dozen vocabulary-wide passes for the log-softmax,
+    entropy and top-1 logs. Here the model is asked for the logits of the labelled positions alone, by
+    transformers' documented ``logits_to_keep`` with a boolean ``(batch, seq)`` mask (each row keeps its
+    own positions, so right padding and mixed lengths cost nothing), and the loss is the same sum of
+    ``-log p`` over those tokens divided by ``num_items_in_batch``, scaled for DDP as TRL does: the same
+    number, hence the same gradients and the same training (``tests/test_finetune_train.py`` checks the
+    loss and every LoRA gradient against the full-logits computation). TRL's ``entropy``,
+    ``mean_token_accuracy`` and ``num_tokens`` logs are kept, computed from the kept logits.
+
+    Everything this override does not cover goes to TRL's own ``compute_loss``: GPUs (where TRL's Triton
+    head already drops the unlabelled rows and never materializes the kept logits), returned outputs, a
+    custom loss, label smoothing, DFT loss, MoE aux loss, sequence/context parallelism, and a model whose
+    forward cannot take a mask. Built on first use so that importing ``finetune.train`` stays free of TRL.
+    """
+    import inspect
+
+    import torch
+    from trl import SFTTrainer
+
+    def keeps_logits_by_mask(model: Any) -> bool:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        forward = type(base).forward
+        try:
+            return "logits_to_keep" in inspect.signature(forward).parameters and (
+                "slice_logits_to_keep" in inspect.getsource(forward)
+            )
+        except (TypeError, OSError):
+            return False
+
+    class CompletionLossSFTTrainer(SFTTrainer):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.sliced_lm_head = keeps_logits_by_mask(self.model)
+
+        def _slices(self, inputs: dict[str, Any]) -> bool:
+            pc = getattr(self.accelerator, "parallelism_config", None)
+            sharded = pc is not None and any(getattr(pc, f, False) for f in ("sp_enabled", "cp_enabled"))
+            return bool(
+                self.sliced_lm_head
+                and "labels" in inputs
+                # on CUDA / XPU TRL's Triton head already scores the labelled rows only, in tiles
+                and inputs["labels"].device.type not in ("cuda", "xpu")
+                and "shift_labels" not in inputs
+                and self.compute_loss_func is None
+                and self.label_smoother is None
+                and getattr(self.args, "loss_type", "nll") == "nll"
+                and not getattr(self, "aux_loss_enabled", False)
+                and not sharded
+            )
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            if return_outputs or not self._slices(inputs):
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
+            labels = inputs["labels"]
+            next_labels = labels[:, 1:]
+            scored = next_labels != -100  # position t is scored on token t + 1
+            keep = torch.nn.functional.pad(scored, (0, 1), value=False)  # the last position predicts nothing
+            targets = next_labels[scored]  # row-major, the order in which the model gathers keep's rows
+            outputs = model(
+                **{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False, logits_to_keep=keep
+            )
+            logits = outputs.logits
+            if logits.dim() != 2 or logits.shape[0] != targets.numel():  # a model that ignored the mask
+                raise TrainError(
+                    f"{type(self.model).__name__} returned logits of shape {tuple(logits.shape)} for a "
+                    f"logits_to_keep mask of {targets.numel()} positions"
+                )
+            log_probs = logits.float().log_softmax(-1)
+            token_log_probs = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+            count = scored.sum()
+            denom = count if num_items_in_batch is None else num_items_in_batch
+            loss = -token_log_probs.sum() / torch.as_tensor(denom).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # num_items_in_batch counts every rank's tokens and DDP averages the gradients (as TRL does)
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            with torch.no_grad():
+                entropy = -(log_probs.exp() * log_probs).sum(-1)
+                correct = log_probs.argmax(-1) == targets
+            self._log_token_metrics(inputs, count, entropy.sum(), correct.sum())
+            return loss
+
+        def _log_token_metrics(self, inputs: dict[str, Any], count: Any, entropy: Any, correct: Any) -> None:
+            """TRL 1.16's per-step logs (its ``compute_loss`` tail), from the labelled positions."""
+            mode = "train" if getattr(self.model, "training", False) else "eval"
+            gather = self.accelerator.gather_for_metrics
+            num_valid = gather(count).sum()
+            entropy_sum = gather(entropy).sum()
+            num_correct = gather(correct).sum()
+            self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(
+                (num_correct / num_valid).item() if num_valid > 0 else 0.0
+            )
+            if mode == "train":
+                if "attention_mask" in inputs:
+                    tokens = gather(inputs["attention_mask"].sum()).sum().item()
+                else:  # padding-free batches carry position_ids instead
+                    ids = inputs["position_ids"]
+                    tokens = gather(torch.tensor(ids.size(1), device=ids.device)).sum().item()
+                self._total_train_tokens += tokens // getattr(self, "_tp_size", 1)
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    return CompletionLossSFTTrainer
+
+
+@dataclass
+class PreparedRun:
+    """A trainer ready to run and what the run's metadata needs to know about how it was set up."""
+
+    trainer: Any
+    ref: BaseRef
+    tokenizer: Any
+    train_kept: list[InstructionRecord]
+    val_kept: list[InstructionRecord]
+    dropped: dict[str, int]
+    device: str
+    bf16: bool
+    state: Any
+
+
+def prepare(
     settings: TrainSettings,
     train_records: Sequence[InstructionRecord],
     val_records: Sequence[InstructionRecord],
     run_dir: str | Path,
     *,
     cache_dir: str | Path,
-    data_hash: dict[str, str] | None = None,
-    resume: bool = False,
     callbacks: Sequence[Any] = (),
-    recipe: dict[str, Any] | None = None,
     progress: bool = True,
     log: Log = print,
-) -> TrainResult:
-    """Fine-tune ``settings.base_model`` with LoRA (+ NEFTune) and save the adapter with its metadata.
-
-    The adapter lands in ``<run_dir>/adapter`` together with the tokenizer and ``chatsum_run.json``;
-    checkpoints in ``<run_dir>/checkpoints`` (``resume=True`` continues from the latest one).
-    """
+) -> PreparedRun:
+    """The base model, tokenizer, length-filtered datasets and the LoRA trainer of a run, not yet trained
+    (``train`` runs it; the tests take its batches and loss from here)."""
     from accelerate import PartialState
     from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     state = PartialState()
     run = Path(run_dir)
@@ -408,7 +542,7 @@ def train(
         ddp_find_unused_parameters=False,
         ddp_backend="gloo" if (not on_gpu and _world_size() > 1) else None,
     )
-    trainer = SFTTrainer(
+    trainer = completion_loss_trainer()(
         model=model,
         args=args,
         train_dataset=_datasets(train_kept),
@@ -417,6 +551,52 @@ def train(
         peft_config=lora,
         callbacks=[_progress_callback(log), *callbacks],
     )
+    return PreparedRun(
+        trainer,
+        ref,
+        tokenizer,
+        train_kept,
+        val_kept,
+        {"train": train_long, "validation": val_long},
+        device,
+        bf16,
+        state,
+    )
+
+
+def train(
+    settings: TrainSettings,
+    train_records: Sequence[InstructionRecord],
+    val_records: Sequence[InstructionRecord],
+    run_dir: str | Path,
+    *,
+    cache_dir: str | Path,
+    data_hash: dict[str, str] | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    recipe: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Log = print,
+) -> TrainResult:
+    """Fine-tune ``settings.base_model`` with LoRA (+ NEFTune) and save the adapter with its metadata.
+
+    The adapter lands in ``<run_dir>/adapter`` together with the tokenizer and ``chatsum_run.json``;
+    checkpoints in ``<run_dir>/checkpoints`` (``resume=True`` continues from the latest one).
+    """
+    prep = prepare(
+        settings,
+        train_records,
+        val_records,
+        run_dir,
+        cache_dir=cache_dir,
+        callbacks=callbacks,
+        progress=progress,
+        log=log,
+    )
+    trainer, ref, tokenizer, state = prep.trainer, prep.ref, prep.tokenizer, prep.state
+    train_kept, val_kept, bf16 = prep.train_kept, prep.val_kept, prep.bf16
+    on_gpu = prep.device.startswith("cuda")
+    run = Path(run_dir)
     main = trainer.is_world_process_zero()
     metrics: dict[str, Any] = {}
     if val_kept and not resume:
@@ -449,7 +629,7 @@ def train(
             "data": {
                 "train_records": len(train_kept),
                 "validation_records": len(val_kept),
-                "dropped_too_long": {"train": train_long, "validation": val_long},
+                "dropped_too_long": prep.dropped,
                 "sha256": data_hash or {},
             },
             "hyperparameters": {
@@ -459,7 +639,7 @@ def train(
             },
             "precision": ("bf16" if bf16 else "fp16" if on_gpu else "fp32")
             + (", base weights in 4-bit nf4 (QLoRA)" if settings.load_in_4bit else ""),
-            "device": device,
+            "device": prep.device,
             "metrics": metrics,
             "recipe": recipe or None,
             "prompt_version": _prompt_version(),
