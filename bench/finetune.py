@@ -1,6 +1,6 @@
 """Fine-tuning benchmark: ``python -m finetune train`` on a SAMSum train subset, on this 2-core CPU.
 
-    python bench/finetune.py                               # the full bench (about 35 min per training)
+    python bench/finetune.py                               # the full bench (30-40 min per training)
     python bench/finetune.py --train-size 8 --max-steps 2 --val-limit 3 --base smollm2-135m   # toy check
     python bench/finetune.py --work DIR --reuse ...   # score again without retraining
 
@@ -129,9 +129,9 @@ def score(name: str, gguf: Path, examples: list[Any], *, few_shot: bool, threads
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="qwen2.5-coder-0.5b", help="built-in model to fine-tune")
-    # 560 dialogues of <= 256 tokens at 8 a step: 70 steps of about 26-29 s (measured on the 2 cores with
-    # the response-only LM head, 40 s before it), about 35 min with loading: inside 45 min with a margin
-    ap.add_argument("--train-size", type=int, default=560, help="SAMSum train dialogues used")
+    # 480 dialogues of <= 256 tokens at 8 a step: 60 steps of 26-38 s (measured on the shared 2 cores with
+    # the response-only LM head; 40-47 s before it), 28-40 min with loading: inside 45 min with a margin
+    ap.add_argument("--train-size", type=int, default=480, help="SAMSum train dialogues used")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--batch-size", type=int, default=4)
