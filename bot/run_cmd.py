@@ -54,7 +54,7 @@ async def run_all(
     stopped on the way out like the default one.
     """
     from bot.scheduler import DigestScheduler
-    from bot.service import make_engine
+    from bot.service import ChatService, make_engine
     from bot.worker import ModelWorker
 
     names = enabled_adapters(config, secrets)
