@@ -116,6 +116,13 @@ def _insert_counted(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> 
     return count if count is not None and count >= 0 else len(rows)
 
 
+# Text is cut to its column's length where rows are built: PostgreSQL refuses an over-long VARCHAR that
+# SQLite would keep. Ids are never cut (that would merge two); the importers refuse over-long ones.
+_NAME_MAX: int = Message.__table__.c.sender_name.type.length  # type: ignore[attr-defined]
+_TITLE_MAX: int = Chat.__table__.c.title.type.length  # type: ignore[attr-defined]
+_CHAT_TYPE_MAX: int = Chat.__table__.c.type.type.length  # type: ignore[attr-defined]
+_DISPLAY_NAME_MAX: int = User.__table__.c.display_name.type.length  # type: ignore[attr-defined]
+
 # Column order of the message rows built by ``_MessageWriter.rows`` (the table's own column order).
 _MESSAGE_COLUMNS = (
     "chat_id", "platform_message_id", "sender_id", "sender_name", "sent_at", "text", "kind", "reply_to",
@@ -265,7 +272,7 @@ class _MessageWriter:
         """
         ts, true, false = self._ts, self._true, self._false
         null_str, null_int = self._null_str, self._null_int
-        append = out.append
+        append, name_max = out.append, _NAME_MAX
         for pmid, m in messages.items():
             edited = m.edited_at
             deleted = m.deleted
@@ -289,7 +296,7 @@ class _MessageWriter:
                 name = ""
                 text = forwarded = null_str
             else:
-                name = m.sender_name[:512]
+                name = m.sender_name[:name_max]
                 forwarded = m.forwarded_from or null_str
             if deleted:
                 text = null_str
@@ -348,8 +355,8 @@ class Ingestor:
         if not wanted:
             return
         rows = [
-            {"platform": p, "platform_chat_id": c, "title": m.chat_title[:512], "type": m.chat_type[:32],
-             "settings": {},
+            {"platform": p, "platform_chat_id": c, "title": m.chat_title[:_TITLE_MAX],
+             "type": m.chat_type[:_CHAT_TYPE_MAX], "settings": {},
              "created_at": datetime.now(UTC).replace(tzinfo=None)}
             for (p, c), m in wanted.items()
         ]
@@ -359,7 +366,7 @@ class Ingestor:
                 select(Chat.id).where(Chat.platform == p, Chat.platform_chat_id == c)
             ).scalar_one()
             self._chat_ids[(p, c)] = chat_id
-            title = wanted[(p, c)].chat_title[:512]
+            title = wanted[(p, c)].chat_title[:_TITLE_MAX]
             if title:
                 conn.execute(update(Chat).where(Chat.id == chat_id, Chat.title == "").values(title=title))
 
@@ -382,9 +389,8 @@ class Ingestor:
         return wanted
 
     def _ensure_users(self, conn: Connection, wanted: dict[tuple[str, str], str]) -> None:
-        # Names are cut to their columns here, as sender_name is in rows(): PostgreSQL refuses an over-long
-        # VARCHAR where SQLite keeps it. Ids are not cut (that would merge two ids); importers refuse them.
-        rows = [{"platform": p, "platform_user_id": u, "display_name": n[:512], "opted_out": False}
+        rows = [{"platform": p, "platform_user_id": u, "display_name": n[:_DISPLAY_NAME_MAX],
+                 "opted_out": False}
                 for (p, u), n in wanted.items()]
         conn.execute(_insert(conn, User.__table__), rows)
         for platform in {p for p, _ in wanted}:
