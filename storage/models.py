@@ -83,8 +83,8 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("chat_id", "platform_message_id", name="uq_message_chat_platform_id"),
+        # No index on sender_id: every read by sender is scoped to one chat (migration 0004).
         Index("ix_messages_chat_sent", "chat_id", "sent_at"),
-        Index("ix_messages_sender", "sender_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

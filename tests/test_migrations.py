@@ -122,3 +122,30 @@ def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(empty_url: str) -
         rows = conn.execute(text("SELECT local_date, status, claimed_by FROM digest_runs")).all()
     database.dispose()
     assert [tuple(r) for r in rows] == [("2026-01-15", "claimed", "")]
+
+
+@on_both
+def test_0004_drops_the_sender_index_and_keeps_messages(empty_url: str) -> None:
+    """0004 removes ix_messages_sender from an existing database without touching its rows."""
+    from sqlalchemy import inspect, text
+
+    from storage.migrate import upgrade
+
+    database = Database(empty_url, migrate=False)
+    upgrade(database.engine, "0003")
+    with database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO chats (id, platform, platform_chat_id, title, type, settings, created_at) "
+            "VALUES (1, 'telegram', '-1001', 't', 'group', '{}', '2026-01-01 00:00:00')"))
+        conn.execute(text(
+            "INSERT INTO messages (chat_id, platform_message_id, sender_name, sent_at, text, kind, deleted, "
+            "placeholder) VALUES (1, '7', 'Ann', '2026-01-15 09:00:00', 'hi', 'text', false, false)"))
+    before = {ix["name"] for ix in inspect(database.engine).get_indexes("messages")}
+    upgrade(database.engine)
+    after = {ix["name"] for ix in inspect(database.engine).get_indexes("messages")}
+    with database.engine.connect() as conn:
+        rows = conn.execute(text("SELECT platform_message_id, text FROM messages")).all()
+    database.dispose()
+    assert "ix_messages_sender" in before and "ix_messages_sender" not in after
+    assert "ix_messages_chat_sent" in after
+    assert [tuple(r) for r in rows] == [("7", "hi")]
