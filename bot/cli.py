@@ -324,7 +324,8 @@ def summarize_cmd(
     )] = "chatsum",
     focus: Annotated[str | None, typer.Option(
         "--focus", help="What to summarize about (aspect mode).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="text (for a terminal), md (Markdown) or json.")] = "text",
     backend: Annotated[str | None, typer.Option(
         "--backend", help="llama_cpp, transformers or openai (default: model.backend).")] = None,
     model_name: Annotated[str | None, typer.Option(
@@ -332,7 +333,7 @@ def summarize_cmd(
     )] = None,
 ) -> None:
     """Summarize a chat: by default a file's whole chat, or a stored chat's latest conversation."""
-    from bot.render import render_markdown
+    from bot.render import render_markdown, render_plain_text
     from bot.summarize_cmd import (
         import_to_memory,
         run_summarizer,
@@ -350,8 +351,8 @@ def summarize_cmd(
         mode = "aspect"
     if mode == "aspect" and not focus:
         raise typer.BadParameter("aspect mode needs --focus", param_hint="--focus")
-    if fmt not in ("md", "json"):
-        raise typer.BadParameter("use md or json", param_hint="--format")
+    if fmt not in ("text", "md", "json"):
+        raise typer.BadParameter("use text, md or json", param_hint="--format")
     since_at: timedelta | datetime | None = None
     if since is not None:
         try:
@@ -386,8 +387,10 @@ def summarize_cmd(
         db.dispose()
     if fmt == "json":
         typer.echo(summary.model_dump_json(indent=2))
-    else:
+    elif fmt == "md":
         typer.echo(render_markdown(summary, title=selection.title))
+    else:
+        typer.echo(render_plain_text(summary, title=selection.title))
 
 
 @app.command("run")

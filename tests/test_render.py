@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 from bot.render import (
     escape_slack,
     render_markdown,
+    render_plain_text,
     render_slack_blocks,
     render_slack_mrkdwn,
     render_telegram_html,
@@ -191,6 +192,20 @@ def test_markdown_escapes_hostile_text() -> None:
     for tag in ("<strong>", "<em>", "<a ", "<code>", "<b>"):
         assert evil_html.count(tag) == plain_html.count(tag), tag
     assert "&lt;b&gt;bold&lt;/b&gt;" in evil_html
+
+
+def test_plain_text_shows_chat_text_as_typed_with_the_markdown_layout() -> None:
+    """The terminal format: the same lines as Markdown, but "v1.2 (beta)" is not printed as "v1\\.2 \\(beta\\)"."""
+    summary = make_summary("v1.2 (beta) *x*")
+    plain = render_plain_text(summary)
+    markdown = render_markdown(summary)
+    assert "wants the release on Friday v1.2 (beta) *x*" in plain
+    assert "\\" not in plain and "**" not in plain
+    assert "v1\\.2" in markdown  # the Markdown document does escape it
+    assert plain.count("\n") == markdown.count("\n")
+    assert render_plain_text(make_summary(ODD)).count("\u202e") == 0  # still cleaned of bidi overrides
+    linked = render_plain_text(summary, link_for=tg_link)
+    assert "<https://t.me/c/1234567890/101>" in linked
 
 
 def test_escape_slack_defuses_mentions() -> None:

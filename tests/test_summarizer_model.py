@@ -137,6 +137,42 @@ def test_overall_mode_with_a_real_model(smol: LlamaCppBackend) -> None:
     assert summary.meta.mode == "overall" and summary.meta.language == "en"
 
 
+def test_summarize_command_prints_plain_text_unless_asked_for_markdown(
+    smol_path: Path, tmp_path: Path
+) -> None:
+    """``chatsum summarize`` prints the summary the model gave, as plain text by default (a terminal shows
+    Markdown's escapes as they are), as Markdown with ``--format md``."""
+    from export_fixtures import tg_msg, write_telegram_chat
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.render import render_markdown, render_plain_text
+
+    chat = write_telegram_chat(
+        tmp_path / "export",
+        [tg_msg(i + 1, text, sender=who, sender_id=f"user{ord(who[0])}") for i, (who, text) in enumerate(OFFICE)],
+        name="Office v1.2 (floor 2)",
+    )
+    cfg = tmp_path / "chatsum.toml"
+    cfg.write_text(
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[model]\nmax_new_tokens = 48\n'
+        f'[model.llama_cpp]\nn_ctx = 2048\nn_threads = {THREADS}\nmodel = "{smol_path}"\n',
+        encoding="utf-8",
+    )
+    outputs = {}
+    for fmt in ("json", "text", "md"):
+        res = CliRunner().invoke(
+            app, ["--config", str(cfg), "summarize", str(chat), "--mode", "overall", "--format", fmt]
+        )
+        assert res.exit_code == 0, res.output
+        outputs[fmt] = res.stdout
+    summary = Summary.model_validate_json(outputs["json"][outputs["json"].index("{") :])
+    title = "Office v1.2 (floor 2)"
+    assert render_plain_text(summary, title=title) in outputs["text"]
+    assert render_markdown(summary, title=title) in outputs["md"]
+    assert title in outputs["text"] and title not in outputs["md"]  # Markdown escapes its "." and "("
+
+
 # -- the embedded default ----------------------------------------------------------------------------
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from bot.render.formats import (
     MARKDOWN,
+    PLAIN_TEXT,
     SLACK_MRKDWN,
     SLACK_TEXT_LIMIT,
     TELEGRAM_HTML,
     TELEGRAM_LIMIT,
+    Formatter,
     pack,
 )
 from bot.render.layout import MODE_TITLES, Block, Line, LinkFor, Span, layout
@@ -37,6 +39,7 @@ __all__ = [
     "escape_markdown",
     "escape_slack",
     "render_markdown",
+    "render_plain_text",
     "render_slack_blocks",
     "render_slack_mrkdwn",
     "render_telegram_html",
@@ -47,14 +50,25 @@ __all__ = [
 ]
 
 
+def _document(
+    summary: Summary, fmt: Formatter, title: str | None, link_for: LinkFor | None, show_refs: bool
+) -> str:
+    blocks = layout(summary, title=title, link_for=link_for, show_refs=show_refs)
+    return fmt.block_sep.join(fmt.line_sep.join(fmt.line(line) for line in b.lines) for b in blocks) + "\n"
+
+
 def render_markdown(
     summary: Summary, *, title: str | None = None, link_for: LinkFor | None = None, show_refs: bool = True
 ) -> str:
-    """One Markdown document (CLI, files); without links the window refs are shown as ``(#3, #7)``."""
-    blocks = layout(summary, title=title, link_for=link_for, show_refs=show_refs)
-    return MARKDOWN.block_sep.join(
-        MARKDOWN.line_sep.join(MARKDOWN.line(line) for line in b.lines) for b in blocks
-    ) + "\n"
+    """One Markdown document (files, ``--format md``); without links the window refs show as ``(#3, #7)``."""
+    return _document(summary, MARKDOWN, title, link_for, show_refs)
+
+
+def render_plain_text(
+    summary: Summary, *, title: str | None = None, link_for: LinkFor | None = None, show_refs: bool = True
+) -> str:
+    """The same document without markup, for a terminal: Markdown's escapes (``1\\.2``) would show there."""
+    return _document(summary, PLAIN_TEXT, title, link_for, show_refs)
 
 
 def render_telegram_html(

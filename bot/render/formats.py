@@ -74,6 +74,17 @@ MARKDOWN = Formatter(
 )
 
 
+PLAIN_TEXT = Formatter(
+    # For a terminal: nothing is markup there, so nothing is escaped (layout has already cleaned every
+    # span of controls and bidi overrides); a chat's "v1.2 (beta)" prints as typed.
+    escape=lambda text: text,
+    bold=("", ""),
+    italic=("", ""),
+    link=lambda text, url: f"{text} <{url}>",
+    measure=len,
+)
+
+
 def _cut_line(line: Line, fmt: Formatter, limit: int) -> list[str]:
     """Hard-cut one over-long line into formatted pieces that each fit, splitting span text, not markup."""
     pieces: list[str] = []
