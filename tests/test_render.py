@@ -195,7 +195,7 @@ def test_markdown_escapes_hostile_text() -> None:
 
 
 def test_plain_text_shows_chat_text_as_typed_with_the_markdown_layout() -> None:
-    """The terminal format: the same lines as Markdown, but "v1.2 (beta)" is not printed as "v1\\.2 \\(beta\\)"."""
+    """The terminal format: the Markdown document's lines, with "v1.2 (beta)" as typed, not escaped."""
     summary = make_summary("v1.2 (beta) *x*")
     plain = render_plain_text(summary)
     markdown = render_markdown(summary)
