@@ -150,7 +150,7 @@ def test_summarize_command_prints_plain_text_unless_asked_for_markdown(
 
     chat = write_telegram_chat(
         tmp_path / "export",
-        [tg_msg(i, text, sender=who, sender_id=f"user{ord(who[0])}") for i, (who, text) in enumerate(OFFICE, 1)],
+        [tg_msg(i, text, sender=who, sender_id=f"u{ord(who[0])}") for i, (who, text) in enumerate(OFFICE, 1)],
         name="Office v1.2 (floor 2)",
     )
     cfg = tmp_path / "chatsum.toml"
