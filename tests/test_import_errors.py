@@ -106,6 +106,18 @@ def _broken_zip(tmp: Path) -> tuple[Path, str]:
     return path, "cannot be opened"
 
 
+def _zip_with_damaged_member(tmp: Path) -> tuple[Path, str]:
+    """A flipped byte in a stored member: only its CRC at the end of the stream shows it."""
+    src = write_telegram_chat(tmp / "src", [tg_msg(i) for i in range(1, 40)])
+    path = tmp / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(src, "ChatExport/result.json")
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"Team Chat"') + 1] ^= 0x01
+    path.write_bytes(bytes(data))
+    return path, "cannot be read (Bad CRC-32"
+
+
 def _zip_without_export(tmp: Path) -> tuple[Path, str]:
     path = tmp / "export.zip"
     with zipfile.ZipFile(path, "w") as zf:
@@ -175,6 +187,7 @@ WHOLE_FILE_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "folder without an export": _empty_dir,
     "damaged zip": _broken_zip,
     "zip without an export": _zip_without_export,
+    "zip with a damaged result.json": _zip_with_damaged_member,
     "account export without chats": _account_without_chats,
     "messages not a list": _messages_not_a_list,
     "Slack export without conversations": _slack_without_conversations,

@@ -18,7 +18,9 @@ from typing import IO, Any
 
 import ijson
 
+from bot.importers.jsonio import truncated
 from bot.importers.report import ExportError
+from bot.importers.sources import READ_ERRORS
 
 CHUNK = 64 * 1024
 # Deeper than any chat export; stops a hostile file before ijson's prefixes grow quadratically.
@@ -92,7 +94,7 @@ class RepairingReader:
     def _read_raw(self, size: int) -> bytes:
         try:
             chunk = self._raw.read(size)
-        except (OSError, EOFError, RuntimeError, ValueError) as exc:  # zipfile raises BadZipFile (ValueError)
+        except READ_ERRORS as exc:
             raise ExportError(self.label, f"cannot be read ({exc})") from None
         if not self._started:
             self._started = True
@@ -180,8 +182,7 @@ def describe(exc: ijson.JSONError, reader: RepairingReader, seen: bool) -> str:
     if not reader.content:
         return "is empty"
     if "premature EOF" in reason:
-        return (f"is not complete JSON (it stops at line {reader.lines:,}, inside an unfinished value); "
-                "the file looks truncated — export it again")
+        return truncated(f"line {reader.lines:,}, inside an unfinished value")
     if not seen:
         return "is not JSON (it does not start with '{' or '[')"
     return f"is not valid JSON ({reason}, within the first {reader.lines:,} lines)"

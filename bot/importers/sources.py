@@ -7,6 +7,7 @@ importers read through this so either form works and every error names the file 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -77,7 +78,7 @@ class ExportSource:
         with self.open(name) as fh:
             try:
                 return fh.read()
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 raise ExportError(self.label(name), f"cannot be read ({exc})") from None
 
     def open(self, name: str) -> IO[bytes]:
@@ -87,11 +88,12 @@ class ExportSource:
             if self._zip is not None:
                 return self._zip.open(full)
             return (self.path / full).open("rb")
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             raise ExportError(self.label(name), f"cannot be read ({exc})") from None
 
 
-_READ_ERRORS = (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError)
+# What reading a folder's file or a zip member raises (a damaged member: BadZipFile, zlib's error, EOF).
+READ_ERRORS = (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError, zlib.error)
 
 
 def _junk(name: str) -> bool:
