@@ -178,7 +178,7 @@ def values_at(reader: RepairingReader, prefix: str) -> Iterator[Any]:
 
 def describe(exc: ijson.JSONError, reader: RepairingReader, seen: bool) -> str:
     """yajl says what went wrong but not where; the lines read so far stand in for the position."""
-    reason = str(exc).split("\n", 1)[0].strip().strip("b'\"")
+    reason = str(exc).split("\n", 1)[0].strip().strip("b'\"").rstrip(".")
     if not reader.content:
         return "is empty"
     if "premature EOF" in reason:
