@@ -43,6 +43,12 @@ def _not_utf8(tmp: Path) -> tuple[Path, str]:
     return path, "not UTF-8 text (invalid byte 0xe9 at offset 74)"
 
 
+def _non_finite_number(tmp: Path) -> tuple[Path, str]:
+    """Python's json writes Infinity, which no JSON parser must accept and Telegram Desktop never writes."""
+    path = write_telegram_chat(tmp, [tg_msg(1), tg_msg(2) | {"id": float("inf")}])
+    return path, "is not valid JSON (lexical error: invalid char in json text"
+
+
 def _png(tmp: Path) -> tuple[Path, str]:
     path = tmp / "photo.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
@@ -98,6 +104,18 @@ def _broken_zip(tmp: Path) -> tuple[Path, str]:
     path = tmp / "export.zip"
     path.write_bytes(b"PK\x03\x04" + bytes(60))
     return path, "cannot be opened"
+
+
+def _zip_with_damaged_member(tmp: Path) -> tuple[Path, str]:
+    """A flipped byte in a stored member: only its CRC at the end of the stream shows it."""
+    src = write_telegram_chat(tmp / "src", [tg_msg(i) for i in range(1, 40)])
+    path = tmp / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.write(src, "ChatExport/result.json")
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"Team Chat"') + 1] ^= 0x01
+    path.write_bytes(bytes(data))
+    return path, "cannot be read (Bad CRC-32"
 
 
 def _zip_without_export(tmp: Path) -> tuple[Path, str]:
@@ -157,6 +175,7 @@ def _slack_zip_bad_channels(tmp: Path) -> tuple[Path, str]:
 WHOLE_FILE_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "truncated Telegram JSON": _truncated_telegram,
     "not UTF-8": _not_utf8,
+    "Infinity": _non_finite_number,
     "a PNG": _png,
     "Telegram HTML export folder": _html_export,
     "an HTML file": _html_file,
@@ -168,6 +187,7 @@ WHOLE_FILE_CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "folder without an export": _empty_dir,
     "damaged zip": _broken_zip,
     "zip without an export": _zip_without_export,
+    "zip with a damaged result.json": _zip_with_damaged_member,
     "account export without chats": _account_without_chats,
     "messages not a list": _messages_not_a_list,
     "Slack export without conversations": _slack_without_conversations,
@@ -352,8 +372,9 @@ def test_iter_messages_hides_notices_but_cleans_text(tmp_path: Path) -> None:
 
 # -- nothing raises, nothing is silent --------------------------------------------------------------------
 
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
-                | st.text(max_size=12))
+# Infinity and NaN are not JSON (json.dumps writes them, ijson refuses them: see _non_finite_number).
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.sampled_from(["text", "type", "href", "ts", "id"]), inner,
                                              max_size=3), max_leaves=6)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
+import tracemalloc
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +23,8 @@ from export_fixtures import (
 )
 from sqlalchemy import func, select
 
-from bot.importers import detect_format, import_path, iter_messages
+from bot.importers import ExportError, detect_format, import_path, iter_messages
+from bot.importers.jsonstream import CHUNK
 from bot.importers.report import Rejection
 from storage.db import Database
 from storage.ingest import IncomingMessage, Ingestor
@@ -223,6 +226,48 @@ def test_tdesktop_control_character_escapes_are_repaired(tmp_path: Path, db: Dat
     assert stored(db)[("-1004242", "1")]["text"] == "tab\x0bhere \\x41 stays"
 
 
+@pytest.mark.parametrize("shift", range(-6, 3))
+def test_escapes_split_across_read_chunks_are_repaired(shift: int, tmp_path: Path, db: Database,
+                                                       ingestor: Ingestor) -> None:
+    """The file is read in CHUNK-byte pieces: an escape, or the run of backslashes before it, that
+    straddles a piece's end must be rewritten exactly as if the file were read whole."""
+    path = write_telegram_chat(tmp_path, [tg_msg(1, "pad", padding="PAD"), tg_msg(2, "TRICKY")])
+    raw = path.read_bytes()
+    tricky = rb"\\\\\x0B|\\x41|\ud800|\ud83d\ude00|"  # 5 backslashes: "\\" twice, then \x0B; ...
+    pad = b"p" * (CHUNK + shift - raw.index(b"TRICKY") + len(b"PAD"))  # TRICKY moves to CHUNK + shift
+    path.write_bytes(raw.replace(b"PAD", pad).replace(b"TRICKY", tricky))
+
+    report = import_path(path, ingestor, progress=False)
+
+    assert report.added == 2 and report.rejected == []
+    assert [(n.entry, n.reason) for n in report.notices] == [
+        ("message id 2", "1 lone surrogate(s) replaced with U+FFFD")]
+    assert stored(db)[("-1004242", "2")]["text"] == "\\\\\x0b|\\x41|\ufffd|\U0001f600|"
+
+
+def test_chat_fields_after_the_messages(tmp_path: Path, db: Database, ingestor: Ingestor) -> None:
+    """Telegram Desktop writes name, type and id before messages; a hand-edited file may not."""
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"messages": [tg_msg(1, "late"), tg_msg(2, "fields")], "name": "Late",
+                                "type": "private_group", "id": 9}))
+
+    report = import_path(path, ingestor, progress=False)
+
+    assert (report.added, report.chats) == (2, 1)
+    assert stored_chats(db) == {("telegram", "-9"): ("Late", "group")}
+    assert stored(db)[("-9", "2")]["text"] == "fields"
+
+
+def test_deeply_nested_json_is_refused_before_anything_is_written(tmp_path: Path, db: Database,
+                                                                  ingestor: Ingestor) -> None:
+    path = tmp_path / "result.json"
+    path.write_text('{"name": "x", "id": 1, "messages": [' + "[" * 5000 + "]" * 5000 + "]}")
+    with pytest.raises(ExportError, match="nested too deeply"):
+        import_path(path, ingestor, progress=False)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 0
+
+
 def test_iter_messages_is_lazy_and_keeps_rejections_in_place(tmp_path: Path) -> None:
     path = write_telegram_chat(tmp_path, [tg_msg(1, "a"), {"id": 2, "type": "unsupported"}, tg_msg(3, "c")])
     items = list(iter_messages(path))
@@ -263,3 +308,25 @@ def test_shared_hand_written_samples_import(db: Database, ingestor: Ingestor) ->
     with db.session() as s:
         kinds = set(s.scalars(select(Message.kind).distinct()))
     assert {"text", "service", "photo", "poll"} <= kinds
+
+
+def test_memory_is_bounded_by_the_batch_not_the_file(tmp_path: Path, db: Database) -> None:
+    """A big group's export is gigabytes: what is held at once must not grow with the file.
+
+    A 20,000-message export is about 6.5 MB of JSON, which ``json.loads`` would turn into some 50 MB
+    of objects; streamed in batches of 500 the import's traced peak stays well under half the file.
+    """
+    from test_import_kill import generate_export
+
+    path = tmp_path / "result.json"
+    generate_export(path, total=20_000)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        report = import_path(path, Ingestor(db), batch_size=500, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.added == 20_000
+    print(f"traced peak {peak / 1e6:.1f} MB, file {size / 1e6:.1f} MB")
+    assert peak < size / 2, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"

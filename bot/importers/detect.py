@@ -53,7 +53,7 @@ def detect_format(path: Path) -> str:
     export = open_export(path)
     try:
         if isinstance(export, TelegramExport) and not export.kind:
-            export.load()  # the head did not tell; the content does (or raises)
+            export.preflight()  # the head did not tell; the content does (or raises)
         return export.kind
     finally:
         export.close()
@@ -78,7 +78,7 @@ def _open_zip(path: Path) -> _ClosingSlack | _ClosingTelegram:
     if names & set(SLACK_MARKERS):
         return _ClosingSlack(source)
     if TELEGRAM_FILE in names and source.set_root_of((TELEGRAM_FILE,)):
-        export = _ClosingTelegram(source.label(TELEGRAM_FILE), lambda: source.read(TELEGRAM_FILE))
+        export = _ClosingTelegram(source.label(TELEGRAM_FILE), lambda: source.open(TELEGRAM_FILE))
         export.source = source
         return export
     source.close()
@@ -114,4 +114,4 @@ def _open_file(path: Path) -> _ClosingTelegram:
         kind = TELEGRAM_CHAT
     elif keys[:1] == ["about"] or "personal_information" in keys:
         kind = TELEGRAM_ACCOUNT
-    return _ClosingTelegram(label, path.read_bytes, kind)
+    return _ClosingTelegram(label, lambda: path.open("rb"), kind)

@@ -46,13 +46,16 @@ def load_json(data: bytes, label: str) -> Any:
         raise ExportError(label, "is nested too deeply to be a chat export") from None
 
 
+def truncated(stops_at: str) -> str:
+    """The reason given for a cut-off file, by this module and by ``jsonstream``: say what to do."""
+    return f"is not complete JSON (it stops at {stops_at}); the file looks truncated — export it again"
+
+
 def _describe(exc: json.JSONDecodeError, text: str) -> str:
     where = f"line {exc.lineno}, column {exc.colno}"
     stripped = text.rstrip()
     if exc.pos >= len(stripped) or (stripped[:1] in "[{" and stripped[-1:] not in "]}"):
-        end = f"line {stripped.count(chr(10)) + 1}"
-        return (f"is not complete JSON (it stops at {end}, inside an unfinished value at {where}); "
-                "the file looks truncated — export it again")
+        return truncated(f"line {stripped.count(chr(10)) + 1}, inside an unfinished value at {where}")
     if exc.pos == 0 or (exc.pos == len(text) - len(text.lstrip())):
         return "is not JSON (it does not start with '{' or '[')"
     return f"is not valid JSON: {exc.msg} at {where}"

@@ -1,4 +1,4 @@
-"""A folder or a zip file seen the same way: relative POSIX names and their bytes.
+"""A folder or a zip file seen the same way: relative POSIX names, their bytes or a stream of them.
 
 Slack hands out a zip, people unpack it; Telegram Desktop writes a folder that people zip to move it. Both
 importers read through this so either form works and every error names the file inside the archive.
@@ -7,7 +7,9 @@ importers read through this so either form works and every error names the file 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from bot.importers.report import ExportError
 
@@ -73,13 +75,25 @@ class ExportSource:
         return str(self.path / self.prefix / name)
 
     def read(self, name: str) -> bytes:
+        with self.open(name) as fh:
+            try:
+                return fh.read()
+            except READ_ERRORS as exc:
+                raise ExportError(self.label(name), f"cannot be read ({exc})") from None
+
+    def open(self, name: str) -> IO[bytes]:
+        """The file as a stream: a zip member is decompressed as it is read, never held whole in memory."""
         full = self.prefix + name
         try:
             if self._zip is not None:
-                return self._zip.read(full)
-            return (self.path / full).read_bytes()
-        except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError) as exc:
+                return self._zip.open(full)
+            return (self.path / full).open("rb")
+        except READ_ERRORS as exc:
             raise ExportError(self.label(name), f"cannot be read ({exc})") from None
+
+
+# What reading a folder's file or a zip member raises (a damaged member: BadZipFile, zlib's error, EOF).
+READ_ERRORS = (zipfile.BadZipFile, OSError, KeyError, RuntimeError, EOFError, zlib.error)
 
 
 def _junk(name: str) -> bool:

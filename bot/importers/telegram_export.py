@@ -16,8 +16,11 @@ Field choices, so that imported history lines up with what the live bot stores:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from bot.importers.common import (
@@ -29,7 +32,7 @@ from bot.importers.common import (
     from_unix,
     parse_iso,
 )
-from bot.importers.jsonio import load_json
+from bot.importers.jsonstream import Opener, RepairingReader, parse_events, restore, values_at
 from bot.importers.report import ExportError, Notice, Rejection
 from storage.ingest import IncomingMessage
 
@@ -138,65 +141,129 @@ class _Chat:
     senders: dict[tuple[Any, Any], tuple[str | None, str, tuple[str, ...]]] = field(default_factory=dict)
 
 
+class _ChatHead:
+    """What the validation pass learns of one chat: its scalar fields and how many entries it holds.
+
+    The second pass streams the messages of every chat of a list as one run of values; these counts say
+    where one chat's messages end, so no chat is held in memory, whatever the order of its fields.
+    """
+
+    __slots__ = ("count", "fields", "has_messages", "is_object")
+
+    def __init__(self, is_object: bool = True) -> None:
+        self.fields: dict[str, Any] = {}  # name, type, id...; an object or list value is NESTED
+        self.has_messages = False  # 'messages' is a list
+        self.count = 0  # entries in 'messages'
+        self.is_object = is_object
+
+
+NESTED = object()  # an object or a list where a chat field was expected: neither a name nor an id
+_VALUE_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+# Chat lists of a whole-account export, in file order, as ijson prefixes of their chat objects.
+_ACCOUNT_LISTS = ("chats.list.item", "left_chats.list.item")
+_LIST_ARRAYS = {p.removesuffix(".item"): p for p in _ACCOUNT_LISTS}  # the list itself -> its entries
+
+
+@dataclass(slots=True)
+class _Scan:
+    """The validation pass's result: the kind of export, and each chat list (ijson prefix of its messages,
+    its chats in file order)."""
+
+    kind: str
+    lists: list[tuple[str, list[_ChatHead]]]
+    decimals: bool = False  # messages need ``restore`` (see ``jsonstream.parse_events``)
+
+    @property
+    def total(self) -> int:
+        return sum(h.count for _, heads in self.lists for h in heads)
+
+
 class TelegramExport:
-    """One ``result.json``; parsed once, validated before any message is produced."""
+    """One ``result.json``, streamed twice: once to validate it whole, once to produce its messages.
 
-    def __init__(self, label: str, read: Callable[[], bytes], kind: str | None = None) -> None:
+    Whole-file problems (truncation, not JSON, the wrong kind of file) must surface before any message is
+    stored, and a file of gigabytes cannot be held in memory: the first pass parses to the end keeping
+    only counts and chat fields, the second builds one message at a time.
+    """
+
+    def __init__(self, label: str, open_file: Opener, kind: str | None = None) -> None:
         self.label = label
-        self._read = read
+        self._open = open_file
         self.kind = kind or ""
-        self._data: Any = None
-
-    def load(self) -> Any:
-        if self._data is None:
-            data = load_json(self._read(), self.label)
-            self.kind = classify(data, self.label)
-            self._data = data
-        return self._data
+        self._scan: _Scan | None = None
 
     def preflight(self) -> int:
-        """Parse and check the structure (whole-file problems raise here); returns the number of entries."""
-        return sum(len(c["messages"]) for c in self._chat_dicts() if isinstance(c.get("messages"), list))
+        """Parse and check the whole file (whole-file problems raise here); returns the number of entries."""
+        if self._scan is None:
+            with self._reader() as reader:
+                top, heads = _scan_chats(reader)
+            self._scan = self._classify(top, heads)
+            self._scan.decimals = reader.decimals
+            self.kind = self._scan.kind
+        return self._scan.total
 
-    def _chat_dicts(self) -> list[dict[str, Any]]:
-        data = self.load()
-        if self.kind == TELEGRAM_CHAT:
-            return [data]
-        chats: list[Any] = list(data["chats"]["list"])
-        left = data.get("left_chats")
-        if isinstance(left, dict) and isinstance(left.get("list"), list):
-            chats += left["list"]
-        return chats
+    def _classify(self, top: _ChatHead, heads: dict[str, list[_ChatHead]]) -> _Scan:
+        """Single-chat or whole-account export; anything else is the wrong kind of file."""
+        if top.has_messages:
+            return _Scan(TELEGRAM_CHAT, [("messages.item", [top])])
+        if "chats.list.item" in heads:
+            return _Scan(TELEGRAM_ACCOUNT, [(f"{p}.messages.item", heads[p]) for p in _ACCOUNT_LISTS
+                                           if p in heads])
+        if "chats" in top.fields or "personal_information" in top.fields:
+            raise ExportError(self.label, "is a Telegram account export without chats: tick 'Personal "
+                                          "chats' and the groups to include when exporting, in JSON format")
+        raise ExportError(self.label, "is JSON but not a Telegram Desktop export (no 'messages' list and "
+                                      "no 'chats' section)")
+
+    @contextmanager
+    def _reader(self) -> Iterator[RepairingReader]:
+        try:
+            raw = self._open()
+        except OSError as exc:
+            raise ExportError(self.label, f"cannot be read ({exc.strerror or exc})") from None
+        reader = RepairingReader(raw, self.label)
+        try:
+            yield reader
+        finally:
+            reader.close()
 
     def items(self) -> Iterator[Item]:
-        chats = self._chat_dicts()  # loads, which settles self.kind from the content
+        self.preflight()
+        assert self._scan is not None
         account = self.kind == TELEGRAM_ACCOUNT
-        self._data = None  # the list above keeps what is needed; let finished chats be freed
-        for index, raw_chat in enumerate(chats):
-            yield from self._chat_items(raw_chat, index, account)
-            chats[index] = {}
+        index = 0
+        for prefix, heads in self._scan.lists:
+            with self._reader() as reader:
+                values = (_messages(reader, prefix, self._scan.decimals) if any(h.count for h in heads)
+                          else iter(()))
+                for head in heads:
+                    chunk = islice(values, head.count)
+                    yield from self._chat_items(head, chunk, index, account)
+                    deque(chunk, maxlen=0)  # a skipped chat's messages
+                    index += 1
+                if next(values, _END) is not _END:
+                    raise ExportError(self.label, "changed while it was being imported; import it again")
 
-    def _chat_items(self, raw_chat: Any, index: int, account: bool) -> Iterator[Item]:
-        if not isinstance(raw_chat, dict):
+    def _chat_items(self, head: _ChatHead, messages: Iterator[Any], index: int, account: bool
+                    ) -> Iterator[Item]:
+        if not head.is_object:
             yield Rejection(self.label, f"chat #{index + 1}", "is not a JSON object")
             return
-        name = raw_chat.get("name")
+        name = head.fields.get("name")
         desc = f"chat #{index + 1}" + (f" {name!r}" if isinstance(name, str) else "")
-        messages = raw_chat.get("messages")
-        chat_id = raw_chat.get("id")
+        chat_id = head.fields.get("id")
         if isinstance(chat_id, bool) or not isinstance(chat_id, int | str) or str(chat_id).strip() == "":
-            count = len(messages) if isinstance(messages, list) else 0
-            yield Rejection(self.label, desc, f"has no chat 'id'; its {count:,} messages were skipped")
+            yield Rejection(self.label, desc, f"has no chat 'id'; its {head.count:,} messages were skipped")
             return
-        if not isinstance(messages, list):
+        if not head.has_messages:
             yield Rejection(self.label, desc, "has no 'messages' list")
             return
         try:
             clean_id(str(chat_id), "chat id")
         except EntryError as exc:
-            yield Rejection(self.label, desc, f"{exc}; its {len(messages):,} messages were skipped")
+            yield Rejection(self.label, desc, f"{exc}; its {head.count:,} messages were skipped")
             return
-        ctype = raw_chat.get("type")
+        ctype = head.fields.get("type")
         problems: list[str] = []
         title = name if isinstance(name, str) else ("Saved Messages" if ctype == "saved_messages" else "")
         chat = _Chat(
@@ -220,19 +287,58 @@ class TelegramExport:
                 yield Notice(self.label, _entry_label(chat, raw, pos), "; ".join(problems))
 
 
-def classify(data: Any, label: str) -> str:
-    """Single-chat or whole-account export; anything else is the wrong kind of file."""
-    if isinstance(data, dict):
-        if isinstance(data.get("messages"), list):
-            return TELEGRAM_CHAT
-        chats = data.get("chats")
-        if isinstance(chats, dict) and isinstance(chats.get("list"), list):
-            return TELEGRAM_ACCOUNT
-        if "chats" in data or "personal_information" in data:
-            raise ExportError(label, "is a Telegram account export without chats: tick 'Personal chats' and "
-                                     "the groups to include when exporting, in JSON format")
-    raise ExportError(label, "is JSON but not a Telegram Desktop export (no 'messages' list and no "
-                             "'chats' section)")
+_END = object()
+
+
+def _messages(reader: RepairingReader, prefix: str, decimals: bool) -> Iterator[Any]:
+    """Every message of a chat list, built by ijson's C code, then ``restore``d if the file needs it."""
+    for raw in values_at(reader, prefix):
+        yield restore(raw) if decimals or reader.marked else raw
+
+
+def _scan_chats(reader: RepairingReader) -> tuple[_ChatHead, dict[str, list[_ChatHead]]]:
+    """Parse the whole file, keeping per chat only its scalar fields and its message count.
+
+    Returns the top-level object's head (a single-chat export is one) and the chats of the account lists,
+    keyed by the ijson prefix of their chat objects; a list's key is there only when it is a JSON list.
+    This loop sees every event of the file, so the common event (one inside a message) takes the fewest
+    tests.
+    """
+    top = _ChatHead()
+    open_chats: dict[str, _ChatHead] = {"": top}  # chat-object prefix -> the chat being read there
+    counted = {"messages.item": ""} | {f"{p}.messages.item": p for p in _ACCOUNT_LISTS}
+    heads: dict[str, list[_ChatHead]] = {}
+    stream = parse_events(reader)
+    first = next(stream, None)
+    if first is None or first[1] != "start_map":
+        raise ExportError(reader.label, "is JSON but not a Telegram Desktop export (no 'messages' list and "
+                                        "no 'chats' section)")
+    field_of: _ChatHead | None = None  # the chat whose field's value is the next event
+    key = ""
+    for prefix, event, value in stream:
+        if field_of is not None:
+            field_of.fields[key] = NESTED if event == "start_map" or event == "start_array" else value
+            if key == "messages" and event == "start_array":
+                field_of.has_messages = True
+            field_of = None
+        elif prefix in counted:
+            if event in _VALUE_STARTS:
+                open_chats[counted[prefix]].count += 1
+        elif event == "map_key":
+            if prefix in open_chats:
+                field_of, key = open_chats[prefix], value
+        elif prefix in heads:  # an entry of an account chat list
+            if event == "start_map":
+                open_chats[prefix] = _ChatHead()
+                heads[prefix].append(open_chats[prefix])
+            elif event in _VALUE_STARTS:
+                heads[prefix].append(_ChatHead(is_object=False))
+        elif event == "start_array" and prefix in _LIST_ARRAYS:
+            heads[_LIST_ARRAYS[prefix]] = []
+    if reader.marked or reader.decimals:
+        for head in (top, *(h for chats in heads.values() for h in chats)):
+            head.fields = restore(head.fields)
+    return top, heads
 
 
 def _entry_label(chat: _Chat, raw: Any, pos: int) -> str:
