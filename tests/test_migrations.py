@@ -99,6 +99,21 @@ def test_unusable_database_url_is_one_line(tmp_path: Path) -> None:
     assert unwritable.stderr.startswith("error: ") and "Traceback" not in unwritable.output
 
 
+def database_at(url: str, revision: str) -> Database:
+    """A database migrated only up to ``revision``, holding one chat (id 1), as an older install had it."""
+    from sqlalchemy import text
+
+    from storage.migrate import upgrade
+
+    database = Database(url, migrate=False)
+    upgrade(database.engine, revision)
+    with database.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO chats (id, platform, platform_chat_id, title, type, settings, created_at) "
+            "VALUES (1, 'telegram', '-1001', 't', 'group', '{}', '2026-01-01 00:00:00')"))
+    return database
+
+
 @on_both
 def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(empty_url: str) -> None:
     """An install from before 0003 keeps its digest history; its open claims get an empty claimant, which
@@ -107,12 +122,8 @@ def test_0003_keeps_digest_runs_and_names_old_claims_anonymous(empty_url: str) -
 
     from storage.migrate import upgrade
 
-    database = Database(empty_url, migrate=False)
-    upgrade(database.engine, "0002")
+    database = database_at(empty_url, "0002")
     with database.engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO chats (id, platform, platform_chat_id, title, type, settings, created_at) "
-            "VALUES (1, 'telegram', '-1001', 't', 'group', '{}', '2026-01-01 00:00:00')"))
         conn.execute(text(
             "INSERT INTO digest_runs (chat_id, local_date, scheduled_for, status, message_count, detail, "
             "claimed_at) VALUES (1, '2026-01-15', '2026-01-15 09:00:00', 'claimed', 0, '', "
@@ -131,12 +142,8 @@ def test_0004_drops_the_sender_index_and_keeps_messages(empty_url: str) -> None:
 
     from storage.migrate import upgrade
 
-    database = Database(empty_url, migrate=False)
-    upgrade(database.engine, "0003")
+    database = database_at(empty_url, "0003")
     with database.engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO chats (id, platform, platform_chat_id, title, type, settings, created_at) "
-            "VALUES (1, 'telegram', '-1001', 't', 'group', '{}', '2026-01-01 00:00:00')"))
         conn.execute(text(
             "INSERT INTO messages (chat_id, platform_message_id, sender_name, sent_at, text, kind, deleted, "
             "placeholder) VALUES (1, '7', 'Ann', '2026-01-15 09:00:00', 'hi', 'text', false, false)"))
