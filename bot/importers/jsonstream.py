@@ -122,8 +122,7 @@ class RepairingReader:
         if b"\\x" not in data and b"\\u" not in data:
             return data
         repaired = _ESCAPE.sub(_rewrite, data)
-        if _MARK_ESCAPE in repaired and not self.marked:
-            self.marked = True
+        self.marked = self.marked or _MARK_ESCAPE in repaired
         return repaired
 
 
