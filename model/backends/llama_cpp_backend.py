@@ -36,7 +36,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,16 +125,34 @@ class LlamaCppBackend:
             return self._llm
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
-        grammar = self._grammars.get(key)
-        if grammar is None:
+        def build() -> Any:
             from llama_cpp import LlamaGrammar
 
             try:
-                grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as err:  # the converter raises plain Exceptions for unsupported keywords
                 raise BackendError(f"cannot turn the JSON schema into a llama.cpp grammar: {err}") from None
-            if len(self._grammars) >= GRAMMAR_CACHE_SIZE:  # schemas vary per window (speakers, refs)
+
+        return self._cached_grammar(json.dumps(schema, sort_keys=True), build)
+
+    def _grammar_from_gbnf(self, gbnf: str) -> Any:
+        def build() -> Any:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                return LlamaGrammar.from_string(gbnf, verbose=False)
+            except Exception as err:
+                raise BackendError(f"llama.cpp cannot parse the grammar: {err}") from None
+
+        return self._cached_grammar(gbnf, build)
+
+    def _cached_grammar(self, key: str, build: Callable[[], Any]) -> Any:
+        """Compiling a grammar costs milliseconds; schemas and grammars vary per window (speakers, refs),
+        so a small first-in-first-out cache keeps the recent ones."""
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = build()
+            if len(self._grammars) >= GRAMMAR_CACHE_SIZE:
                 self._grammars.pop(next(iter(self._grammars)))
             self._grammars[key] = grammar
         return grammar
@@ -151,14 +169,12 @@ class LlamaCppBackend:
         stop: list[str] | None = None,
         grammar: str | None = None,
     ) -> Completion:
-        if grammar is not None or json_schema is not None:
-            with self._lock:
-                self._load()
-                if self._formatter is not None and temperature == 0 and not stop:
-                    gbnf = grammar if grammar is not None else self._grammar(json_schema or {})._grammar
-                    return self._generate([turns], [gbnf], [max_tokens])[0]
         with self._lock:
             llm = self._load()
+            constrained = grammar is not None or json_schema is not None
+            if constrained and self._formatter is not None and temperature == 0 and not stop:
+                gbnf = grammar if grammar is not None else self._grammar(json_schema or {})._grammar
+                return self._generate([turns], [gbnf], [max_tokens])[0]
             if grammar is not None:
                 grammar_obj = self._grammar_from_gbnf(grammar)
             else:
@@ -232,20 +248,6 @@ class LlamaCppBackend:
             return out
 
     # -- our decoding loop (grammar checked on the best token first; several sequences at once) ---------
-
-    def _grammar_from_gbnf(self, gbnf: str) -> Any:
-        grammar = self._grammars.get(gbnf)
-        if grammar is None:
-            from llama_cpp import LlamaGrammar
-
-            try:
-                grammar = LlamaGrammar.from_string(gbnf, verbose=False)
-            except Exception as err:
-                raise BackendError(f"llama.cpp cannot parse the grammar: {err}") from None
-            if len(self._grammars) >= GRAMMAR_CACHE_SIZE:
-                self._grammars.pop(next(iter(self._grammars)))
-            self._grammars[gbnf] = grammar
-        return grammar
 
     def _prompt_tokens(self, turns: Sequence[Turn]) -> list[int]:
         """The conversation as the GGUF's chat template renders it, tokenized like create_chat_completion."""
