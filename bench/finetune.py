@@ -82,7 +82,7 @@ def run_training(
         "--neftune-alpha": alpha, "--lora-r": args.lora_r, "--lora-alpha": 2 * args.lora_r, "--lr": args.lr,
         "--epochs": args.epochs, "--max-steps": args.max_steps, "--batch-size": args.batch_size,
         "--grad-accum": args.grad_accum, "--max-seq-len": args.max_seq_len, "--seed": args.seed,
-        "--save-steps": 1_000_000, "--eval-limit": 0,
+        "--precision": args.precision, "--save-steps": 1_000_000, "--eval-limit": 0,
     }  # fmt: skip
     cmd = [sys.executable, "-m", "finetune", "train", *(str(x) for kv in flags.items() for x in kv)]
     cmd += ["--no-gradient-checkpointing", "--no-progress", "--no-gguf"]
@@ -105,6 +105,7 @@ def run_training(
         "within_budget": train_s <= BUDGET_MIN * 60,
         "steps": meta["metrics"]["global_step"],
         "train_loss": meta["metrics"]["train_loss"],
+        "precision": meta["precision"],
         "neftune_noise_alpha": alpha,
     }
     done.write_text(json.dumps(result, indent=2) + "\n")
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seq-len", type=int, default=256)
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--precision", default="auto", help="auto | bf16 | fp32 (finetune.precision)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--val-limit", type=int, default=200, help="first N validation dialogues scored")
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")

@@ -166,6 +166,7 @@ class FinetuneConfig(_Section):
     seed: int = 42
     load_in_4bit: bool = False
     gradient_checkpointing: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
 
 
 class Config(_Section):

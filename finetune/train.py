@@ -16,8 +16,10 @@ What each choice buys:
 * **Base models**: a built-in GGUF name or a ``.gguf`` file is converted once to a trainable HF
   directory (``finetune.convert_gguf``); any HF causal-LM directory (e.g. a converted Baichuan2) or hub
   id is used as is. QLoRA loads the base in 4-bit nf4 through bitsandbytes.
-* **Precision**: bf16 on a GPU that has it (fp16 otherwise), fp32 on CPU, where bf16 matmuls are
-  slower on CPUs without AMX and buy nothing for a 0.5B model.
+* **Precision** (``precision = "auto"``): bf16 on a GPU that has it (fp16 otherwise); on a CPU, bf16
+  autocast over fp32 weights when the CPU has bf16 instructions (AVX512-BF16 or AMX), else fp32. On
+  this project's 2-core EPYC (AVX512-BF16) a LoRA step of the 0.5B runs about 2.5x faster in bf16
+  autocast than in fp32; a CPU without those instructions emulates bf16 and is slower, hence fp32 there.
 * **Length**: sequences are measured with the real chat template and too-long ones dropped (and
   counted) *before* training, because truncation would cut the answer, the only part with a loss.
   Batches are bucketed by length (``group_by_length``) so short SAMSum chats are not padded to long ones.
@@ -75,6 +77,7 @@ class TrainSettings:
     seed: int = 42
     load_in_4bit: bool = False
     gradient_checkpointing: bool = True
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (pick_precision)
     warmup: float = 0.03
     lr_scheduler: str = "cosine"
     logging_steps: int = 1
@@ -227,15 +230,44 @@ def pick_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(ref: BaseRef, settings: TrainSettings, device: str) -> Any:
-    """The base model in the run's precision; 4-bit nf4 with ``load_in_4bit`` (QLoRA)."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-standing
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def pick_precision(setting: str, device: str) -> str:
+    """``finetune.precision`` resolved for ``device``: ``bf16``, ``fp16`` or ``fp32``."""
+    import torch
+
+    if setting not in PRECISIONS:
+        raise TrainError(f"finetune.precision = {setting!r}: allowed are {', '.join(PRECISIONS)}")
+    on_gpu = device.startswith("cuda")
+    if setting == "auto":
+        if on_gpu:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if setting == "fp16" and not on_gpu:
+        raise TrainError('finetune.precision = "fp16" needs a CUDA GPU; on a CPU use "bf16" or "fp32"')
+    if setting == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise TrainError('finetune.precision = "bf16": this GPU has no bf16; use "fp16" or "fp32"')
+    return setting
+
+
+def load_model(ref: BaseRef, settings: TrainSettings, device: str, precision: str) -> Any:
+    """The base model for ``precision``: half-precision weights on a GPU; fp32 weights on a CPU, where
+    bf16 is autocast per matmul (the Trainer's ``bf16``); 4-bit nf4 with ``load_in_4bit`` (QLoRA)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     on_gpu = device.startswith("cuda")
-    dtype = torch.float32
-    if on_gpu:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = half if (on_gpu and half) else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": ref.local}
     if settings.load_in_4bit:
         try:
@@ -249,7 +281,7 @@ def load_model(ref: BaseRef, settings: TrainSettings, device: str) -> Any:
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_compute_dtype=half or torch.float32,
         )
         kwargs["device_map"] = {"": PartialState().process_index if on_gpu else "cpu"}
     try:
@@ -457,7 +489,7 @@ class PreparedRun:
     val_kept: list[InstructionRecord]
     dropped: dict[str, int]
     device: str
-    bf16: bool
+    precision: str
     state: Any
 
 
@@ -493,7 +525,8 @@ def prepare(
         )
     device = pick_device(settings.device)
     on_gpu = device.startswith("cuda")
-    model = load_model(ref, settings, device)
+    precision = pick_precision(settings.precision, device)
+    model = load_model(ref, settings, device, precision)
     if not settings.load_in_4bit and not state.use_distributed:
         model.to(device)
 
@@ -509,7 +542,6 @@ def prepare(
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    bf16 = bool(on_gpu and _bf16_ok())
     args = SFTConfig(
         output_dir=str(run / "checkpoints"),
         per_device_train_batch_size=settings.batch_size,
@@ -528,8 +560,8 @@ def prepare(
         eval_steps=settings.eval_steps or None,
         seed=settings.seed,
         data_seed=settings.seed,
-        bf16=bf16,
-        fp16=bool(on_gpu and not bf16),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not on_gpu,
         gradient_checkpointing=settings.gradient_checkpointing,
         neftune_noise_alpha=settings.neftune_noise_alpha or None,
@@ -559,7 +591,7 @@ def prepare(
         val_kept,
         {"train": train_long, "validation": val_long},
         device,
-        bf16,
+        precision,
         state,
     )
 
@@ -594,8 +626,7 @@ def train(
         log=log,
     )
     trainer, ref, tokenizer, state = prep.trainer, prep.ref, prep.tokenizer, prep.state
-    train_kept, val_kept, bf16 = prep.train_kept, prep.val_kept, prep.bf16
-    on_gpu = prep.device.startswith("cuda")
+    train_kept, val_kept = prep.train_kept, prep.val_kept
     run = Path(run_dir)
     main = trainer.is_world_process_zero()
     metrics: dict[str, Any] = {}
@@ -637,7 +668,8 @@ def train(
                 "world_size": state.num_processes,
                 "effective_batch": settings.batch_size * settings.grad_accum * state.num_processes,
             },
-            "precision": ("bf16" if bf16 else "fp16" if on_gpu else "fp32")
+            "precision": prep.precision
+            + (" autocast over fp32 weights" if prep.precision != "fp32" and prep.device == "cpu" else "")
             + (", base weights in 4-bit nf4 (QLoRA)" if settings.load_in_4bit else ""),
             "device": prep.device,
             "metrics": metrics,
@@ -661,12 +693,6 @@ def _world_size() -> int:
         return int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return 1
-
-
-def _bf16_ok() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def _cpu_count() -> int:
@@ -890,6 +916,9 @@ def command(
     gradient_checkpointing: Annotated[
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto | bf16 | fp16 | fp32 (see config.toml).")
+    ] = None,
     save_steps: Annotated[int | None, typer.Option("--save-steps", min=1)] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
@@ -931,6 +960,7 @@ def command(
         "seed": seed,
         "load_in_4bit": load_in_4bit,
         "gradient_checkpointing": gradient_checkpointing,
+        "precision": precision,
         "save_steps": save_steps,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})

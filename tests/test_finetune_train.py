@@ -27,6 +27,7 @@ from finetune.export import export_run
 from finetune.train import (
     TrainSettings,
     load_tokenizer,
+    pick_precision,
     prepare,
     read_metadata,
     resolve_base,
@@ -73,6 +74,7 @@ class EmbeddingProbe(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.seen: list[tuple[bool, float, float]] = []  # (training, max |noise|, NEFTune's bound)
+        self.autocast: list[bool] = []  # training passes: was bf16 autocast on around the model
         self.handle: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
@@ -82,6 +84,10 @@ class EmbeddingProbe(TrainerCallback):  # type: ignore[misc]
             clean = torch.nn.functional.embedding(inputs[0], module.weight)
             bound = 5.0 / (output.shape[1] * output.shape[2]) ** 0.5
             self.seen.append((module.training, float((output - clean).abs().max()), bound))
+            if module.training:
+                self.autocast.append(
+                    torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                )
 
         self.handle = emb.register_forward_hook(hook)
 
@@ -165,7 +171,11 @@ def test_metadata_curve_and_dry_run(
     assert meta["base_model"]["id"] == "smollm2-135m"
     assert meta["base_model"]["sha256"] == BUILTIN_MODELS["smollm2-135m"].sha256
     assert meta["hyperparameters"]["neftune_noise_alpha"] == 5.0 and meta["hyperparameters"]["lora_r"] == 8
-    assert meta["precision"] == "fp32" and meta["prompt_version"]
+    bf16 = pick_precision("auto", "cpu") == "bf16"
+    assert meta["precision"] == ("bf16 autocast over fp32 weights" if bf16 else "fp32")
+    assert meta["prompt_version"]
+    # The Trainer really ran the forward passes of training under bf16 autocast (or not at all).
+    assert run["probe"].autocast and set(run["probe"].autocast) == {bf16}
     assert {"torch", "transformers", "peft", "trl"} <= set(meta["libraries"])
     assert run["first"].metadata["data"]["sha256"] == {"train": "abc"}
     assert (run["dir"] / "loss.png").read_bytes()[:4] == b"\x89PNG"
