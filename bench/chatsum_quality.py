@@ -20,6 +20,9 @@ benchmark that reuses the checker it measures cannot catch that checker's mistak
 * **planted topics found**: each summary topic is tied to the planted topic most of its cited
   messages belong to; the share of planted topics so found, and of their speakers the share that
   have a view in a topic tied to theirs (a right topic *count* with the wrong topics is no success).
+* **off-topic views**: in topics so tied, the share of views whose speaker wrote none of the planted
+  topic's messages; and of the views the summarizer dropped as unbacked by the chat's words
+  (``meta.extra["unbacked_views"]``), the share whose speaker did speak on it (wrong drops).
 * **seconds per chat** (wall time around ``summarize``), prompt and completion tokens.
 * **obey rate** on the injection corpus: share of chats whose summary asserts the injected payload
   (rule in ``bench/chats/README.md`` and ``injection_hits``). Target 0.
@@ -48,7 +51,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.machine import machine  # noqa: E402
-from model.schema import ChatMessage, Summary  # noqa: E402
+from model.schema import ChatMessage, Summary, Topic  # noqa: E402
 
 CHATS_DIR = REPO / "bench" / "chats"
 DEFAULT_OUT = REPO / "bench" / "results" / "chatsum_quality.json"
@@ -288,6 +291,10 @@ class ChatScore:
     planted_found: int = 0
     topic_speakers: int = 0
     topic_speakers_covered: int = 0
+    tied_views: int = 0
+    off_topic_views: int = 0
+    dropped_views: int = 0
+    wrongly_dropped_views: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     obeyed: bool | None = None
@@ -323,6 +330,9 @@ def score_summary(chat: BenchChat, summary: Summary, seconds: float) -> ChatScor
         summary=summary.model_dump(mode="json"),
     )
     score.planted_found, score.topic_speakers, score.topic_speakers_covered = match_topics(chat, summary)
+    score.tied_views, score.off_topic_views, score.dropped_views, score.wrongly_dropped_views = (
+        off_topic_views(chat, summary)
+    )
     if chat.injection is not None:
         score.obey_evidence = injection_hits(summary, chat.injection)
         score.obeyed = bool(score.obey_evidence)
@@ -336,22 +346,52 @@ def match_topics(chat: BenchChat, summary: Summary) -> tuple[int, int, int]:
     of those the ones with a view in a matching summary topic). A right topic *count* with the wrong
     topics would otherwise look perfect.
     """
-    owner = {mid: i for i, t in enumerate(chat.planted_topics) for mid in t.message_ids}
     found: dict[int, set[str]] = {}
     for topic in summary.topics:
-        cited: list[list[int]] = [k.message_refs for k in (*topic.key_points, *topic.decisions)]
-        cited += [a.message_refs for a in topic.action_items]
-        refs = {r for item in cited for r in item}
-        votes = Counter(owner[r] for r in refs if r in owner)
-        if not votes:
-            continue
-        best = votes.most_common(1)[0][0]
-        found.setdefault(best, set()).update(p.speaker.strip().casefold() for p in topic.participants)
+        best = tie(chat, topic)
+        if best is not None:
+            found.setdefault(best, set()).update(p.speaker.strip().casefold() for p in topic.participants)
     wanted = sum(len(chat.planted_topics[i].speakers) for i in found)
     covered = 0
     for i, names in found.items():
         covered += sum(sp.strip().casefold() in names for sp in chat.planted_topics[i].speakers)
     return len(found), wanted, covered
+
+
+def tie(chat: BenchChat, topic: Topic) -> int | None:
+    """The planted topic (index) most of ``topic``'s cited messages belong to; None if none is cited."""
+    owner = {mid: i for i, t in enumerate(chat.planted_topics) for mid in t.message_ids}
+    cited = [k.message_refs for k in (*topic.key_points, *topic.decisions)]
+    cited += [a.message_refs for a in topic.action_items]
+    votes = Counter(owner[r] for r in {r for refs in cited for r in refs} if r in owner)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def off_topic_views(chat: BenchChat, summary: Summary) -> tuple[int, int, int, int]:
+    """Views given to people who did not speak on the topic.
+
+    Returns (views in topics tied to a planted topic, of those the ones whose speaker wrote none of
+    that planted topic's messages, views the summarizer dropped as unbacked (``meta.extra``) in such
+    topics, of those the ones whose speaker did speak on it: wrong drops).
+    """
+    views = off = dropped = wrong = 0
+    by_title = {t.title: t for t in summary.topics}
+    for topic in summary.topics:
+        best = tie(chat, topic)
+        if best is None:
+            continue
+        spoke = {sp.strip().casefold() for sp in chat.planted_topics[best].speakers}
+        views += len(topic.participants)
+        off += sum(p.speaker.strip().casefold() not in spoke for p in topic.participants)
+    for item in summary.meta.extra.get("unbacked_views", []):
+        dropped_from = by_title.get(item["topic"])
+        best = tie(chat, dropped_from) if dropped_from is not None else None
+        if best is not None:
+            dropped += 1
+            wrong += item["speaker"].strip().casefold() in {
+                sp.strip().casefold() for sp in chat.planted_topics[best].speakers
+            }
+    return views, off, dropped, wrong
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -461,6 +501,11 @@ def aggregate(scores: Sequence[ChatScore], corpus: str) -> dict[str, Any]:
         "topic_speaker_recall": _share(
             sum(s.topic_speakers_covered for s in done), sum(s.topic_speakers for s in done)
         ),
+        "off_topic_views": _share(sum(s.off_topic_views for s in done), sum(s.tied_views for s in done)),
+        "dropped_views": sum(s.dropped_views for s in done),
+        "wrongly_dropped_views": _share(
+            sum(s.wrongly_dropped_views for s in done), sum(s.dropped_views for s in done)
+        ),
         "topic_count_exact": _share(sum(s.topics == s.planted_topics for s in done), len(done)),
         "topic_count_mae": round(sum(abs(s.topics - s.planted_topics) for s in done) / len(done), 3)
         if done else None,
@@ -498,6 +543,9 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
         ("topic count = planted", lambda a: _fmt(a["topic_count_exact"])),
         ("planted topics found (by cited messages)", lambda a: _fmt(a["planted_topics_found"])),
         ("planted speakers with a view in their topic", lambda a: _fmt(a["topic_speaker_recall"])),
+        ("views from people who did not speak on the topic", lambda a: _fmt(a["off_topic_views"])),
+        ("views dropped as unbacked (of them, wrongly)",
+         lambda a: f"{a['dropped_views']} ({_fmt(a['wrongly_dropped_views'])})"),
         ("topic count, mean abs error", lambda a: _fmt(a["topic_count_mae"], pct=False)),
         ("topics, mean (planted)",
          lambda a: f"{_fmt(a['mean_topics'], False)} ({_fmt(a['mean_planted_topics'], False)})"),

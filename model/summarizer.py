@@ -206,6 +206,8 @@ class Summarizer:
             cut_off=usage.cut_off,
             failed_topics=usage.failed_topics,
             folded_views=drops.folded_views,
+            recited_points=drops.recited,
+            unbacked_views=[{"topic": t, "speaker": sp} for t, sp in drops.unbacked_views],
         )
         if drops.details:
             meta_extra["drop_details"] = drops.details[:20]

@@ -11,7 +11,9 @@ The model's answer is checked in two layers:
    owners must be participants of it. What does not hold is *dropped and counted*, never guessed at —
    a summary that cites message 212 of a 200-message window, or quotes someone who was not there, is
    worse than a shorter one. A speaker named twice in one topic is folded into one entry (the schema
-   forbids it under a grammar, but not every back-end has one).
+   forbids it under a grammar, but not every back-end has one). Then the answer is checked against the
+   chat's words (``model.evidence``): a point keeps the refs whose messages back it (or cites those
+   that do), and a view is dropped when its speaker wrote nothing on the topic.
 
 Then ``merge_similar_topics`` folds near-duplicate topics (the same subject under two titles, or the
 same subject found in two chunks of a long window) into one.
@@ -25,10 +27,11 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from model.evidence import Evidence
 from model.schema import ActionItem, ChatMessage, KeyPoint, ParticipantView, Summary, Topic
 
 
@@ -296,12 +299,16 @@ class Drops:
     refs: int = 0
     speakers: int = 0
     folded_views: int = 0
+    recited: int = 0  # points, decisions and actions whose refs the chat's words changed
+    unbacked_views: list[tuple[str, str]] = field(default_factory=list)  # (topic title, speaker)
     details: list[str] = field(default_factory=list)
 
     def add(self, other: Drops) -> None:
         self.refs += other.refs
         self.speakers += other.speakers
         self.folded_views += other.folded_views
+        self.recited += other.recited
+        self.unbacked_views.extend(other.unbacked_views)
         self.details.extend(other.details)
 
 
@@ -345,6 +352,7 @@ def ground_topics(raw: RawChatSum, messages: Sequence[ChatMessage]) -> tuple[lis
     """Map the compact answer into ``Topic``s, keeping only what the window can back up."""
     valid_refs = {m.ref for m in messages}
     names = _speaker_index(messages)
+    evidence = Evidence(messages)
     drops = Drops()
     topics: list[Topic] = []
     for rt in raw.topics:
@@ -382,16 +390,54 @@ def ground_topics(raw: RawChatSum, messages: Sequence[ChatMessage]) -> tuple[lis
                     text=_clean(a.text), owner=owner, message_refs=_keep_refs(a.refs, valid_refs, drops)
                 )
             )
-        topics.append(
-            Topic(
-                title=_clean(rt.title),
-                participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
-                key_points=[p for p in points if p.text],
-                decisions=[d for d in decisions if d.text],
-                action_items=[a for a in actions if a.text],
-            )
+        topic = Topic(
+            title=_clean(rt.title),
+            participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
+            key_points=[p for p in points if p.text],
+            decisions=[d for d in decisions if d.text],
+            action_items=[a for a in actions if a.text],
         )
+        topics.append(back_by_content(topic, evidence, drops))
     return topics, drops
+
+
+_Cited = TypeVar("_Cited", KeyPoint, ActionItem)
+
+
+def back_by_content(topic: Topic, evidence: Evidence, drops: Drops) -> Topic:
+    """``topic`` with refs that its messages back and views only from people who spoke on it."""
+
+    def recite(item: _Cited) -> _Cited:
+        terms = evidence.terms(item.text)
+        backed = [r for r in item.message_refs if evidence.backs(terms, r)]
+        if 2 * len(backed) >= len(item.message_refs) > 0:  # mostly backed: a paraphrase may hide the rest
+            return item
+        refs = sorted(backed or evidence.best(terms) or item.message_refs)
+        if refs == item.message_refs:
+            return item
+        drops.recited += 1
+        return item.model_copy(update={"message_refs": refs})
+
+    points = [recite(p) for p in topic.key_points]
+    decisions = [recite(d) for d in topic.decisions]
+    actions = [recite(a) for a in topic.action_items]
+    cited = {r for item in (*points, *decisions, *actions) for r in item.message_refs}
+    about = evidence.terms(" ".join([topic.title, *(i.text for i in (*points, *decisions, *actions))]))
+    kept: list[ParticipantView] = []
+    for pv in topic.participants:
+        own = [r for r, speaker in evidence.speaker.items() if speaker == pv.speaker]
+        terms = about | evidence.terms(pv.view)
+        if any(r in cited or evidence.backs(terms, r) for r in own):
+            kept.append(pv)
+    dropped = [pv for pv in topic.participants if pv not in kept]
+    if not kept:  # nobody backed at all: nothing to judge by (or words the check misses), keep all
+        kept, dropped = list(topic.participants), []
+    for pv in dropped:
+        drops.unbacked_views.append((topic.title, pv.speaker))
+        drops.details.append(f"view of {pv.speaker!r} on {topic.title!r}: wrote nothing on it")
+    return topic.model_copy(
+        update={"participants": kept, "key_points": points, "decisions": decisions, "action_items": actions}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -492,3 +492,26 @@ def test_benchmark_runs_on_smollm2(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert report["results"]["injection"]["per_chat"][0]["obeyed"] in (True, False, None)
     assert "obey_rate" in report["results"]["injection"]["aggregate"]
     assert "| obey rate" in report["table_markdown"]
+
+
+def test_off_topic_views_and_wrong_drops_are_counted_against_the_planted_speakers() -> None:
+    chat = bench.load_chat(REPO / "bench/chats/quality/animal_shelter.json")
+    cat = Topic(  # the sick cat: Priya, Ruth and Ayo spoke on it; Callum and Ines did not
+        title="Sick cat",
+        participants=[ParticipantView(speaker=n, view="Took part.") for n in ("Priya", "Callum", "Ines")],
+        key_points=[KeyPoint(text="Cat in quarantine", message_refs=[16, 17])],
+    )
+    loose = Topic(title="Chit-chat", participants=[ParticipantView(speaker="Ruth", view="Said hi.")])
+    summary = _summary([cat, loose])
+    summary.meta.extra["unbacked_views"] = [
+        {"topic": "Sick cat", "speaker": "Ruth"},  # she did speak on it: a wrong drop
+        {"topic": "Sick cat", "speaker": "Ines"},
+        {"topic": "Chit-chat", "speaker": "Ayo"},  # an untied topic is not judged
+    ]
+    assert bench.off_topic_views(chat, summary) == (3, 2, 2, 1)
+    score = bench.score_summary(chat, summary, 1.0)
+    agg = bench.aggregate([score], "quality")
+    assert agg["off_topic_views"] == round(2 / 3, 4) and agg["wrongly_dropped_views"] == 0.5
+    assert "| views from people who did not speak on the topic" in bench.markdown_table(
+        {"quality": {"aggregate": agg}}
+    )
