@@ -421,8 +421,9 @@ def back_by_content(topic: Topic, evidence: Evidence, drops: Drops) -> Topic:
     points = [recite(p) for p in topic.key_points]
     decisions = [recite(d) for d in topic.decisions]
     actions = [recite(a) for a in topic.action_items]
-    cited = {r for item in (*points, *decisions, *actions) for r in item.message_refs}
-    about = evidence.terms(" ".join([topic.title, *(i.text for i in (*points, *decisions, *actions))]))
+    items: list[KeyPoint | ActionItem] = [*points, *decisions, *actions]
+    cited = {r for item in items for r in item.message_refs}
+    about = evidence.terms(" ".join([topic.title, *(item.text for item in items)]))
     kept: list[ParticipantView] = []
     for pv in topic.participants:
         own = [r for r, speaker in evidence.speaker.items() if speaker == pv.speaker]
