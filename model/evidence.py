@@ -9,8 +9,13 @@ is a valid token — so ``model.validate`` checks the answer against the chat's 
   shared) keeps only the backed ones; when none is, it cites the messages that share the most with it
   (or keeps its refs when no message shares anything). Mostly-backed refs stay as they are: the rest
   may be a paraphrase ("rolling it back" for "the rollback") that words alone cannot see;
-* a view is kept when its speaker wrote a message the topic cites, or one that shares a telling word
-  with the topic (title, points, decisions, actions) or with the view itself.
+* each message is given to the topic whose words (title, points, decisions, actions) it shares most,
+  and a bare reply ("on it") to the topic of the message it answers; a view is kept when its speaker
+  wrote a message the topic cites or was given, or a message given to no topic that shares a word
+  with the view itself. Measured on the 1.5B's answer for ``examples/team_chat_en.json``: of the 24
+  views of its four topics this drops 8, by our reading all from people who did not speak on that
+  topic (two arguable: on "Release notes", Sofia and Jamie spoke about Friday's release, not its
+  notes); a check against the whole window, without giving messages to topics, dropped 2.
 
 A "telling" word is one found in at most half of the window's messages: a word everybody uses ("ok",
 the product's name) backs nothing, while a topic's own words (the trip's "hotel", said in a tenth of
@@ -50,7 +55,8 @@ _STOP = _wordset(
     could should shall may might must what which who whom when where why how let lets get got go going
     see say says said think know like want wants need needs please thanks thank sure yeah hi hello hey
     now today tomorrow tonight yesterday still again only even well back up down out off way thing
-    things something anything everyone someone people"""
+    things something anything everyone someone people team week weeks day days month time next few last
+    first new good great nice take make made meet meeting work"""
 ) | _wordset(
     # The generic reporting verbs views open with (``model.prompts.VIEW_VERBS``), stemmed as _stem
     # leaves them; the ones that carry content ("Booked", "Fixed", "Voted") still count.
@@ -95,6 +101,7 @@ class Evidence:
         self._names = frozenset(names)  # a name in a view ("Agrees with Tom") ties it to no message
         self.words = {m.ref: content_words(m.text, self._names) for m in messages}
         self.speaker = {m.ref: m.speaker for m in messages}
+        self._reply_to = {m.ref: m.reply_to_ref for m in messages if m.reply_to_ref is not None}
         df = Counter(w for ws in self.words.values() for w in ws)
         n = len(messages)
         # Rarity (inverse document frequency) of the telling words; common words are left out.
@@ -116,3 +123,17 @@ class Evidence:
         scored = ((self.support(terms, r), r) for r in self.words)
         ranked = sorted(((s, r) for s, r in scored if s > 0), key=lambda sr: (-sr[0], sr[1]))
         return [r for _, r in ranked[:limit]]
+
+    def assign(self, topics: Sequence[set[str]]) -> dict[int, set[int]]:
+        """Each message's topics (indexes into ``topics``, each a set of content terms): those it backs
+        most, all of them on a tie; none when it shares no telling word with any. A reply that shares
+        none takes the topics of the message it answers (messages come in order, so that one is known)."""
+        given: dict[int, set[int]] = {}
+        for ref in self.words:
+            scores = [self.support(terms, ref) for terms in topics]
+            top = max(scores, default=0.0)
+            mine = {i for i, score in enumerate(scores) if score == top and top > 0}
+            if not mine and ref in self._reply_to:
+                mine = set(given.get(self._reply_to[ref], set()))
+            given[ref] = mine
+        return given

@@ -352,7 +352,6 @@ def ground_topics(raw: RawChatSum, messages: Sequence[ChatMessage]) -> tuple[lis
     """Map the compact answer into ``Topic``s, keeping only what the window can back up."""
     valid_refs = {m.ref for m in messages}
     names = _speaker_index(messages)
-    evidence = Evidence(messages)
     drops = Drops()
     topics: list[Topic] = []
     for rt in raw.topics:
@@ -390,22 +389,30 @@ def ground_topics(raw: RawChatSum, messages: Sequence[ChatMessage]) -> tuple[lis
                     text=_clean(a.text), owner=owner, message_refs=_keep_refs(a.refs, valid_refs, drops)
                 )
             )
-        topic = Topic(
-            title=_clean(rt.title),
-            participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
-            key_points=[p for p in points if p.text],
-            decisions=[d for d in decisions if d.text],
-            action_items=[a for a in actions if a.text],
+        topics.append(
+            Topic(
+                title=_clean(rt.title),
+                participants=[ParticipantView(speaker=s, view=v) for s, v in views.items()],
+                key_points=[p for p in points if p.text],
+                decisions=[d for d in decisions if d.text],
+                action_items=[a for a in actions if a.text],
+            )
         )
-        topics.append(back_by_content(topic, evidence, drops))
-    return topics, drops
+    return back_by_content(topics, Evidence(messages), drops), drops
 
 
 _Cited = TypeVar("_Cited", KeyPoint, ActionItem)
 
 
-def back_by_content(topic: Topic, evidence: Evidence, drops: Drops) -> Topic:
-    """``topic`` with refs that its messages back and views only from people who spoke on it."""
+def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -> list[Topic]:
+    """``topics`` with refs that their messages back, and views only from people who spoke on them.
+
+    Who spoke on a topic: each message is given to the topic whose words (title, points, decisions,
+    actions) it shares most (ties: all of them; a reply sharing none goes with the message it answers),
+    so "I'll review it" counts for the PR it was said about, not for every topic that mentions a
+    review. A view is kept when its speaker wrote a message cited by the topic or given to it, or a
+    message given to no topic that shares a word with the view itself.
+    """
 
     def recite(item: _Cited) -> _Cited:
         terms = evidence.terms(item.text)
@@ -418,27 +425,46 @@ def back_by_content(topic: Topic, evidence: Evidence, drops: Drops) -> Topic:
         drops.recited += 1
         return item.model_copy(update={"message_refs": refs})
 
-    points = [recite(p) for p in topic.key_points]
-    decisions = [recite(d) for d in topic.decisions]
-    actions = [recite(a) for a in topic.action_items]
-    items: list[KeyPoint | ActionItem] = [*points, *decisions, *actions]
-    cited = {r for item in items for r in item.message_refs}
-    about = evidence.terms(" ".join([topic.title, *(item.text for item in items)]))
-    kept: list[ParticipantView] = []
-    for pv in topic.participants:
-        own = [r for r, speaker in evidence.speaker.items() if speaker == pv.speaker]
-        terms = about | evidence.terms(pv.view)
-        if any(r in cited or evidence.backs(terms, r) for r in own):
-            kept.append(pv)
-    dropped = [pv for pv in topic.participants if pv not in kept]
-    if not kept:  # nobody backed at all: nothing to judge by (or words the check misses), keep all
-        kept, dropped = list(topic.participants), []
-    for pv in dropped:
-        drops.unbacked_views.append((topic.title, pv.speaker))
-        drops.details.append(f"view of {pv.speaker!r} on {topic.title!r}: wrote nothing on it")
-    return topic.model_copy(
-        update={"participants": kept, "key_points": points, "decisions": decisions, "action_items": actions}
-    )
+    recited = [
+        t.model_copy(
+            update={
+                "key_points": [recite(p) for p in t.key_points],
+                "decisions": [recite(d) for d in t.decisions],
+                "action_items": [recite(a) for a in t.action_items],
+            }
+        )
+        for t in topics
+    ]
+    items: list[list[KeyPoint | ActionItem]] = [
+        [*t.key_points, *t.decisions, *t.action_items] for t in recited
+    ]
+    cited = [{r for item in its for r in item.message_refs} for its in items]
+    about = [
+        evidence.terms(" ".join([t.title, *(i.text for i in its)]))
+        for t, its in zip(recited, items, strict=True)
+    ]
+    given = evidence.assign(about)
+    out: list[Topic] = []
+    for index, topic in enumerate(recited):
+        kept: list[ParticipantView] = []
+        for pv in topic.participants:
+            own = [r for r, speaker in evidence.speaker.items() if speaker == pv.speaker]
+            view_terms = evidence.terms(pv.view)
+            if any(
+                r in cited[index]
+                or index in given[r]
+                or (not given[r] and evidence.backs(view_terms, r))
+                for r in own
+            ):
+                kept.append(pv)
+        dropped = [pv for pv in topic.participants if pv not in kept]
+        if not kept:  # nobody backed at all: nothing to judge by (or words the check misses), keep all
+            kept, dropped = list(topic.participants), []
+        for pv in dropped:
+            drops.unbacked_views.append((topic.title, pv.speaker))
+            drops.details.append(f"view of {pv.speaker!r} on {topic.title!r}: wrote nothing on it")
+        out.append(topic.model_copy(update={"participants": kept}))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

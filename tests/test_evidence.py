@@ -44,7 +44,7 @@ def test_a_view_from_someone_who_wrote_nothing_on_the_topic_is_dropped_and_count
         [("The review moves to Thursday at 10am.", [2, 3, 4])],
     )
     drops = Drops()
-    kept = back_by_content(topic, Evidence(MESSAGES), drops)
+    kept = back_by_content([topic], Evidence(MESSAGES), drops)[0]
     assert [p.speaker for p in kept.participants] == ["Priya", "Tom", "Lena"]
     assert drops.unbacked_views == [("Design review moved", "Marco"), ("Design review moved", "Ana")]
     assert any("'Marco'" in d for d in drops.details)
@@ -56,7 +56,7 @@ def test_a_view_is_backed_by_the_speakers_cited_message_even_without_shared_word
         {"Marco": "Reports errors.", "Tom": "Asks how long it lasted."},
         [("Staging has been down for an hour.", [5, 6, 7])],
     )
-    kept = back_by_content(topic, Evidence(MESSAGES), Drops())
+    kept = back_by_content([topic], Evidence(MESSAGES), Drops())[0]
     assert [p.speaker for p in kept.participants] == ["Marco", "Tom"]  # Tom's "since when?" is cited
 
 
@@ -64,23 +64,23 @@ def test_refs_mostly_unbacked_are_trimmed_and_unbacked_refs_are_recited() -> Non
     evidence = Evidence(MESSAGES)
     run = _topic("Staging", {"Marco": "Reports 502 errors."}, [("Staging throws 502s.", [1, 2, 3, 4, 5])])
     drops = Drops()
-    assert back_by_content(run, evidence, drops).key_points[0].message_refs == [5]  # the one backed
+    assert back_by_content([run], evidence, drops)[0].key_points[0].message_refs == [5]  # the one backed
     wrong = _topic("Pizza", {"Priya": "Orders pizza."}, [("Pepperoni pizza on Friday.", [2, 3])])
-    assert back_by_content(wrong, evidence, drops).key_points[0].message_refs == [10, 11]
+    assert back_by_content([wrong], evidence, drops)[0].key_points[0].message_refs == [10, 11]
     assert drops.recited == 2
     # Mostly backed refs stay, paraphrases included: "rolling it back" (8) is not "rollback" to words.
     para = _topic("Staging", {"Lena": "Admits it."}, [("Nginx change broke staging; rollback.", [7, 8, 9])])
-    assert back_by_content(para, evidence, drops).key_points[0].message_refs == [7, 8, 9]
+    assert back_by_content([para], evidence, drops)[0].key_points[0].message_refs == [7, 8, 9]
     # Nothing in the chat shares a word with the point: its refs are left alone.
     vague = _topic("Misc", {"Tom": "Asks."}, [("Quarterly budget.", [6])])
-    assert back_by_content(vague, evidence, drops).key_points[0].message_refs == [6]
+    assert back_by_content([vague], evidence, drops)[0].key_points[0].message_refs == [6]
     assert drops.recited == 2
 
 
 def test_when_nobody_is_backed_every_view_is_kept() -> None:
     topic = _topic("Quarterly budget", {"Tom": "Wants more.", "Lena": "Wants less."}, [("Budget talk.", [])])
     drops = Drops()
-    assert len(back_by_content(topic, Evidence(MESSAGES), drops).participants) == 2
+    assert len(back_by_content([topic], Evidence(MESSAGES), drops)[0].participants) == 2
     assert drops.unbacked_views == []
 
 
@@ -94,7 +94,8 @@ def test_chinese_matches_by_character_pairs_and_common_words_back_nothing() -> N
     ]
     topic = _topic("设计评审改期", {"小雅": "希望推迟评审。", "老唐": "同意周四。", "马可": "同意。"}, [])
     drops = Drops()
-    assert [p.speaker for p in back_by_content(topic, Evidence(zh), drops).participants] == ["小雅", "老唐"]
+    kept = back_by_content([topic], Evidence(zh), drops)[0]
+    assert [p.speaker for p in kept.participants] == ["小雅", "老唐"]
     # A word found in most messages is no evidence: "ok" and names are ignored outright.
     assert content_words("ok Tom, thanks!", ignore={"tom"}) == set()
 
@@ -114,3 +115,24 @@ def test_ground_topics_applies_it_and_keeps_the_old_drop_counts() -> None:
     assert drops.refs == 1  # 99 is not in the window
     assert [p.speaker for p in topics[0].participants] == ["Priya"]
     assert drops.unbacked_views == [("Pizza Friday", "Lena")]
+
+
+def test_a_message_counts_for_the_topic_it_shares_most_and_a_bare_reply_for_its_parent() -> None:
+    msgs = [
+        ChatMessage(ref=1, speaker="Ann", text="please review the budget draft by friday"),
+        ChatMessage(ref=2, speaker="Bob", text="on it", reply_to_ref=1),
+        ChatMessage(ref=3, speaker="Cy", text="the hiring pipeline is stuck"),
+        ChatMessage(ref=4, speaker="Dan", text="review of the hiring pipeline is overdue"),
+    ]
+    evidence = Evidence(msgs)
+    budget, hiring = evidence.terms("Budget draft review"), evidence.terms("Hiring pipeline")
+    assert evidence.assign([budget, hiring]) == {1: {0}, 2: {0}, 3: {1}, 4: {1}}
+    topics = [
+        _topic("Budget draft review", {"Ann": "Asks for it.", "Bob": "Will do it.", "Dan": "Agrees."}, []),
+        _topic("Hiring pipeline", {"Cy": "Reports it is stuck.", "Dan": "Warns it is overdue."}, []),
+    ]
+    drops = Drops()
+    kept = back_by_content(topics, evidence, drops)
+    # Dan's "review" belongs with the hiring pipeline, where he shares more words, not with the budget.
+    assert [[p.speaker for p in t.participants] for t in kept] == [["Ann", "Bob"], ["Cy", "Dan"]]
+    assert drops.unbacked_views == [("Budget draft review", "Dan")]
