@@ -30,7 +30,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 from model.schema import ChatMessage
 
@@ -74,7 +74,7 @@ def _stem(word: str) -> str:
     return word
 
 
-def content_words(text: str, ignore: Iterable[str] = ()) -> set[str]:
+def content_words(text: str, ignore: Collection[str] = frozenset()) -> set[str]:
     """The words of ``text`` that can tie it to a message: stemmed Latin/Cyrillic words of 2+ letters or
     any number, and pairs of adjacent Han characters, minus function words and ``ignore``."""
     norm = unicodedata.normalize("NFKC", text).casefold()
@@ -87,8 +87,7 @@ def content_words(text: str, ignore: Iterable[str] = ()) -> set[str]:
     for w in _WORD.findall(_HAN.sub(" ", norm)):
         if len(w) >= 2 or w.isdigit():
             words.add(_stem(w))
-    skip = set(ignore)
-    return {w for w in words if w not in _STOP and w not in skip}
+    return {w for w in words if w not in _STOP and w not in ignore}
 
 
 class Evidence:
@@ -100,7 +99,9 @@ class Evidence:
             names |= content_words(m.speaker)
         self._names = frozenset(names)  # a name in a view ("Agrees with Tom") ties it to no message
         self.words = {m.ref: content_words(m.text, self._names) for m in messages}
-        self.speaker = {m.ref: m.speaker for m in messages}
+        self.refs_of: dict[str, list[int]] = {}  # each speaker's messages
+        for m in messages:
+            self.refs_of.setdefault(m.speaker, []).append(m.ref)
         self._reply_to = {m.ref: m.reply_to_ref for m in messages if m.reply_to_ref is not None}
         df = Counter(w for ws in self.words.values() for w in ws)
         n = len(messages)

@@ -448,7 +448,7 @@ def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -
     for index, topic in enumerate(recited):
         kept: list[ParticipantView] = []
         for pv in topic.participants:
-            own = [r for r, speaker in evidence.speaker.items() if speaker == pv.speaker]
+            own = evidence.refs_of.get(pv.speaker, [])
             view_terms = evidence.terms(pv.view)
             if any(
                 r in cited[index]
