@@ -36,6 +36,10 @@ def make_engine(url: str, busy_timeout_ms: int = 5000) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # A checkpoint (WAL copied into the database, both synced) every 64 MB of WAL instead of
+            # SQLite's 4 MB: a bulk import of 1M messages then syncs about 4 times instead of 65,
+            # which measured half its I/O wait here. Readers pay a little for the longer WAL.
+            cur.execute("PRAGMA wal_autocheckpoint=16000")
             cur.close()
 
         return engine
