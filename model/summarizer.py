@@ -62,6 +62,7 @@ from model.prompts import (
 from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
 from model.validate import (
     Drops,
+    InjectionGuard,
     OutputError,
     RawChatSum,
     RawTopic,
@@ -165,6 +166,7 @@ class Summarizer:
         usage = _Usage()
         drops = Drops()
         chunks = self._chunk(messages, mode, language, focus)
+        guard = InjectionGuard(messages)
         meta_extra: dict[str, Any] = {}
         repaired = False
         merged = 0
@@ -178,11 +180,13 @@ class Summarizer:
             else:
                 topics, overall, how = self._reduce_chatsum(results, language, usage)
                 meta_extra["reduce"] = how
+            topics = guard.topics(topics, drops)
             topics, merged = merge_similar_topics(topics)
             if len(topics) > MAX_TOPICS:
                 meta_extra["dropped_topics"] = len(topics) - MAX_TOPICS
                 keep = sorted(range(len(topics)), key=lambda i: -topic_weight(topics[i]))[:MAX_TOPICS]
                 topics = [topics[i] for i in sorted(keep)]
+            overall = guard.text(overall, drops, fallback=_titles_sentence(topics, language))
             summary = Summary(topics=topics, overall=overall)
         else:
             texts = [self._text_once(chunk, mode, language, focus, usage) for chunk in chunks]
@@ -192,6 +196,7 @@ class Summarizer:
                 if len(texts) == 1
                 else self._reduce_text([t[0] for t in texts], mode, language, focus, usage)
             )
+            overall = guard.text(overall, drops, fallback=_WITHHELD[language == "zh"])
             summary = Summary(topics=[], overall=overall)
         if mode == "chatsum":
             copied, total = copied_views(summary, messages)
@@ -207,6 +212,8 @@ class Summarizer:
             failed_topics=usage.failed_topics,
             folded_views=drops.folded_views,
             recited_points=drops.recited,
+            flagged_messages=len(guard.flagged),
+            injected=drops.injected,
             unbacked_views=[{"topic": t, "speaker": sp} for t, sp in drops.unbacked_views],
         )
         if drops.details:
@@ -622,6 +629,20 @@ def _gist(topic: Topic) -> str:
         text = " ".join(p.view for p in topic.participants[:2])
     words = text.split()
     return " ".join(words[:30]) if len(words) > 1 else text[:60]
+
+
+_WITHHELD = (
+    "The model's summary only repeated an instruction posted in the chat for the bot, so it is withheld.",
+    "模型的摘要只是照搬了群里发给机器人的指令，因此不予显示。",
+)
+
+
+def _titles_sentence(topics: Sequence[Topic], language: str) -> str:
+    """An overall line made of the topic titles, for when the model's own line had to go."""
+    titles = [t.title for t in topics]
+    if language == "zh":
+        return "话题：" + "、".join(titles) + "。"
+    return "Topics: " + "; ".join(titles) + "."
 
 
 _LEAD = re.compile(r"^\s*(?:summary|摘要|总结)\s*[:：]\s*", re.IGNORECASE)
