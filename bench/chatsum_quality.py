@@ -605,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chats", type=Path, default=CHATS_DIR, help="corpus root (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
     ap.add_argument("--quiet", action="store_true", help="no per-chat progress lines")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="JSONL of recorded completions: replayed when the same request comes again, "
+                         "recorded otherwise (bench/replay.py); timings of replayed runs are not measured")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
@@ -627,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.replay is not None:
+        from bench.replay import RecordingBackend
+
+        backend = RecordingBackend(backend, args.replay)
     summarizer = Summarizer(backend, language=args.language, max_new_tokens=config.model.max_new_tokens)
 
     started = time.perf_counter()
@@ -654,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": TARGETS,
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "replay": None if args.replay is None else {
+            "file": str(args.replay), "replayed": backend.replayed, "recorded": backend.recorded},
         "results": results,
         "table_markdown": table,
     }
