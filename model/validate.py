@@ -413,8 +413,16 @@ def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -
     Who spoke on a topic: each message is given to the topic whose words (title, points, decisions,
     actions) it shares most (ties: all of them; a reply sharing none goes with the message it answers),
     so "I'll review it" counts for the PR it was said about, not for every topic that mentions a
-    review. A view is kept when its speaker wrote a message cited by the topic or given to it, or a
-    message given to no topic that shares a word with the view itself.
+    review. A view is dropped only when none of its speaker's messages is cited by the topic or given
+    to it, *and* none shares a telling word with the view itself.
+
+    Measured on the 1.5B's recorded answers for all 43 bench chats (``bench/chatsum_quality.py
+    --replay``): without the check 395 views, 26 of them from people who did not speak on the planted
+    topic; with it 322 views, 8 of those. Most of the 73 dropped are of people who did speak on the
+    topic, but they are mostly empty ("Agrees with Greta", "Can only make 9 degrees"): precision over
+    recall, since a view pinned on the wrong person misleads and a missing one only omits. Counting a
+    shared word only for a message given to no topic dropped 84 (64 of real participants); also
+    counting words shared with the topic changed one view.
     """
 
     def recite(item: _Cited) -> _Cited:
@@ -456,7 +464,7 @@ def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -
             if any(
                 r in cited[index]
                 or index in given[r]
-                or (not given[r] and evidence.backs(view_terms, r))
+                or evidence.backs(view_terms, r)
                 for r in own
             ):
                 kept.append(pv)
