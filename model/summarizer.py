@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.backends.base import Backend, BackendError, Completion, Turn
+from model.injection import InjectionGuard
 from model.language import resolve_language
 from model.prompts import (
     MAX_TOPICS,
@@ -62,7 +63,6 @@ from model.prompts import (
 from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
 from model.validate import (
     Drops,
-    InjectionGuard,
     OutputError,
     RawChatSum,
     RawTopic,

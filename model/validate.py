@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model.evidence import Evidence
-from model.injection import addressed_to_bot
 from model.schema import ActionItem, ChatMessage, KeyPoint, ParticipantView, Summary, Topic
 
 
@@ -476,89 +475,6 @@ def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -
             drops.details.append(f"view of {pv.speaker!r} on {topic.title!r}: wrote nothing on it")
         out.append(topic.model_copy(update={"participants": kept}))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Instructions to the bot
-
-_SENTENCE = re.compile(r"(?<=[.!?;。！？；])\s*")
-
-
-class InjectionGuard:
-    """Takes out of a summary what only a message addressed to the bot backs (``model.injection``).
-
-    The prompt tells the model that the chat is data, and marks such messages; this holds even when the
-    model obeys anyway. Two tests, by refs and by words:
-
-    * a key point, decision or action that cites nothing but flagged messages is dropped: an order to
-      the summarizer is never the group's decision or task, and a point made only of it repeats it;
-    * any text (title, view, point, overall sentence) that uses a telling word found *only* in flagged
-      messages ("PWNED", a wallet address, "Bonjour à tous") is dropped, whatever it cites.
-
-    A topic goes when its title repeats an injection or everything it cites is flagged; if that would
-    leave no topic, the topics stay and only their items are filtered. Everything dropped is counted.
-    """
-
-    def __init__(self, messages: Sequence[ChatMessage]) -> None:
-        self.flagged = {m.ref for m in messages if addressed_to_bot(m.text)}
-        self._evidence = Evidence(messages) if self.flagged else None
-        foreign: set[str] = set()
-        if self._evidence is not None:
-            words = self._evidence.words
-            clean = set().union(*(ws for r, ws in words.items() if r not in self.flagged))
-            foreign = set().union(*(words[r] for r in self.flagged)) - clean
-        self._foreign = frozenset(foreign)
-
-    def repeats(self, text: str) -> bool:
-        """Whether ``text`` uses a word that only the instructions to the bot contain."""
-        return self._evidence is not None and bool(self._evidence.terms(text) & self._foreign)
-
-    def _only_flagged(self, refs: Sequence[int]) -> bool:
-        return bool(refs) and set(refs) <= self.flagged
-
-    def topics(self, topics: Sequence[Topic], drops: Drops) -> list[Topic]:
-        if not self.flagged:
-            return list(topics)
-        kept: list[Topic] = []
-        # The details name no dropped text: meta is stored and shown, and must not carry the payload.
-        for index, topic in enumerate(topics, start=1):
-            items: list[KeyPoint | ActionItem] = [*topic.key_points, *topic.decisions, *topic.action_items]
-            cited = [r for item in items for r in item.message_refs]
-            if self.repeats(topic.title) or self._only_flagged(cited):
-                drops.injected += 1
-                drops.details.append(f"topic {index}: backed only by instructions to the bot")
-                continue
-            kept.append(self._filter(topic, drops))
-        if not kept and topics:
-            return [self._filter(t, drops) for t in topics]
-        return kept
-
-    def _filter(self, topic: Topic, drops: Drops) -> Topic:
-        def ok(text: str, refs: Sequence[int], what: str) -> bool:
-            if self._only_flagged(refs) or self.repeats(text):
-                drops.injected += 1
-                drops.details.append(f"{what} on {topic.title!r}: repeats an instruction to the bot")
-                return False
-            return True
-
-        return topic.model_copy(update={
-            "participants": [v for v in topic.participants if ok(v.view, (), f"view of {v.speaker!r}")],
-            "key_points": [p for p in topic.key_points if ok(p.text, p.message_refs, "a point")],
-            "decisions": [d for d in topic.decisions if ok(d.text, d.message_refs, "a decision")],
-            "action_items": [a for a in topic.action_items if ok(a.text, a.message_refs, "an action")],
-        })
-
-    def text(self, text: str, drops: Drops, fallback: str = "") -> str:
-        """``text`` without the sentences that repeat an instruction to the bot (``fallback`` if none is
-        left)."""
-        if not self.flagged or not self.repeats(text):
-            return text
-        sentences = [s for s in _SENTENCE.split(text) if s.strip()]
-        kept = [s for s in sentences if not self.repeats(s)]
-        drops.injected += len(sentences) - len(kept)
-        drops.details.append("summary sentence repeating an instruction to the bot dropped")
-        joiner = "" if re.search(r"[\u3400-\u9fff]", text) else " "
-        return joiner.join(kept) or fallback
 
 
 # ---------------------------------------------------------------------------------------------------
