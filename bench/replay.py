@@ -16,12 +16,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import Completion, Turn
+from model.backends.base import Completion, CopyGuard, Turn
 
 
 def _key(turns: Sequence[Turn], **options: Any) -> str:
     blob = json.dumps({"turns": [asdict(t) for t in turns], **options}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _guard_key(guard: CopyGuard | None) -> dict[str, Any]:
+    """Nothing for an unguarded request, so recordings made before copy guards still replay."""
+    if guard is None:
+        return {}
+    sources = hashlib.sha256("\n".join(guard.sources).encode("utf-8")).hexdigest()
+    return {"guard": [guard.lines, guard.span, sources]}
 
 
 class RecordingBackend:
@@ -68,17 +76,18 @@ class RecordingBackend:
         return completion
 
     def _complete_many(self, requests: Sequence[list[Turn]], *, max_tokens: int | Sequence[int],
-                       grammars: Sequence[str | None] | None = None,
-                       temperature: float = 0.0) -> list[Completion]:
+                       grammars: Sequence[str | None] | None = None, temperature: float = 0.0,
+                       guards: Sequence[CopyGuard | None] | None = None) -> list[Completion]:
         budgets = [max_tokens] * len(requests) if isinstance(max_tokens, int) else list(max_tokens)
         gs = list(grammars) if grammars is not None else [None] * len(requests)
-        keys = [_key(t, many=True, max_tokens=n, grammar=g, temperature=temperature)
-                for t, n, g in zip(requests, budgets, gs, strict=True)]
+        cs = list(guards) if guards is not None else [None] * len(requests)
+        keys = [_key(t, many=True, max_tokens=n, grammar=g, temperature=temperature, **_guard_key(c))
+                for t, n, g, c in zip(requests, budgets, gs, cs, strict=True)]
         if all(k in self._store for k in keys):
             self.replayed += len(keys)
             return [self._store[k] for k in keys]
         completions: list[Completion] = self.inner.complete_many(
-            requests, max_tokens=budgets, grammars=gs, temperature=temperature)
+            requests, max_tokens=budgets, grammars=gs, temperature=temperature, guards=cs)
         for k, c in zip(keys, completions, strict=True):
             self._keep(k, c)
         return completions

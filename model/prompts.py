@@ -41,7 +41,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from model.backends.base import Turn
+from model.backends.base import CopyGuard, Turn
 from model.injection import INSTRUCTION_MARK, addressed_to_bot
 from model.language import FIRST_CLASS, language_name
 from model.prompt_examples import (
@@ -166,6 +166,9 @@ VIEW_VERBS: dict[str, tuple[str, ...]] = {
         "发现",
     ),
 }
+#: A view may not repeat this many words of a chat message verbatim, or this many characters of a
+#: Chinese one (``view_guard``): a name or a short term still fits, a pasted clause does not.
+COPY_SPAN: dict[str, int] = {"en": 4, "zh": 6}
 MAX_REFS = 4
 MAX_ACTIONS = 2
 #: The labels of the model-facing lines (``plan_text``, ``topic_answer``); the parsers in
@@ -655,6 +658,16 @@ def plan_grammar(speakers: Sequence[str], language: str, *, max_topics: int = MA
             f"name ::= {_alternatives(names)}",
             f"overall ::= {gbnf_literal(lab['overall'])} [^\\n]{{4,{lim['overall']}}}",
         ]
+    )
+
+
+def view_guard(texts: Sequence[str], people: int, language: str) -> CopyGuard:
+    """The copy guard for a step-2 answer: its first ``people`` lines are the views (``topic_grammar``
+    writes them first), and none of them may paste ``COPY_SPAN`` characters of any chat message.
+    Points and todos are not guarded: a key fact may keep the chat's own words."""
+    key = _lang_key(language)
+    return CopyGuard(
+        sources=tuple(texts), lines=people, span=COPY_SPAN[key], unit="char" if key == "zh" else "word"
     )
 
 

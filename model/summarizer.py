@@ -10,7 +10,10 @@ Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the 
   view lines are written by the grammar for exactly its people, each view opening with a reporting verb.
   Step 2 prompts extend step 1's conversation, so llama.cpp re-uses the evaluated chat and plan, and the
   topic questions go to the back-end together (``complete_many``: llama.cpp decodes them side by side;
-  measured on two cores, four answers a step cost 156 ms where one costs 55 ms).
+  measured on two cores, four answers a step cost 156 ms where one costs 55 ms). Each topic question
+  carries a copy guard (``model.prompts.view_guard``): its view lines may not paste four words (six
+  Chinese characters) of any message in a row; llama.cpp applies it while decoding, other back-ends
+  ignore it.
   Why not one call: measured on the 1.5B, one call over a 31-message, 3-subject chat produced five
   topics, each listing all four people with the same recycled views, 675 tokens; over a 200-message
   window it copied 14 of 14 views verbatim from messages. Two steps gave 3 topics for the 3 subjects,
@@ -40,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.backends.base import Backend, BackendError, Completion, Turn
+from model.backends.base import Backend, BackendError, Completion, CopyGuard, Turn
 from model.injection import InjectionGuard
 from model.language import resolve_language
 from model.prompts import (
@@ -59,6 +62,7 @@ from model.prompts import (
     participants,
     plan_grammar,
     topic_grammar,
+    view_guard,
 )
 from model.schema import MODES, ChatMessage, Summary, SummaryMeta, Topic
 from model.validate import (
@@ -300,19 +304,23 @@ class Summarizer:
         usage.add(completion)
         return completion
 
-    def _complete_many(self, requests: list[tuple[list[Turn], str, int]], usage: _Usage) -> list[Completion]:
-        """Several questions at once — ``(turns, grammar, max_tokens)`` — where the back-end can batch them
-        (``complete_many``: llama.cpp decodes the topics of a window side by side over their shared
-        prefix, a few tokens a step for about the price of one); else one after the other."""
+    def _complete_many(
+        self, requests: list[tuple[list[Turn], str, int, CopyGuard]], usage: _Usage
+    ) -> list[Completion]:
+        """Several questions at once — ``(turns, grammar, max_tokens, guard)`` — where the back-end can
+        batch them (``complete_many``: llama.cpp decodes the topics of a window side by side over their
+        shared prefix, a few tokens a step for about the price of one, and applies the copy guards);
+        else one after the other, unguarded."""
         many = getattr(self.backend, "complete_many", None)
-        if many is None or len(requests) < 2:
-            return [self._complete(t, usage, max_tokens=n, grammar=g) for t, g, n in requests]
+        if many is None:
+            return [self._complete(t, usage, max_tokens=n, grammar=g) for t, g, n, _ in requests]
         try:
             completions: list[Completion] = many(
-                [t for t, _, _ in requests],
-                max_tokens=[n for _, _, n in requests],
-                grammars=[g if self.constrained else None for _, g, _ in requests],
+                [t for t, _, _, _ in requests],
+                max_tokens=[n for _, _, n, _ in requests],
+                grammars=[g if self.constrained else None for _, g, _, _ in requests],
                 temperature=self.temperature,
+                guards=[c if self.constrained else None for _, _, _, c in requests],
             )
         except BackendError as err:
             raise SummaryError(
@@ -394,7 +402,8 @@ class Summarizer:
         known = {m.speaker for m in messages}
         by_label = {_name_label(s): s for s in known}
         drops = Drops()
-        asked: list[tuple[int, str, list[Turn], str, int]] = []
+        asked: list[tuple[int, str, list[Turn], str, int, CopyGuard]] = []
+        sources = tuple(m.text for m in messages)
         for index, item in enumerate(plan.topics[:MAX_TOPICS], start=1):
             people: list[str] = []
             for p in item.people:
@@ -406,11 +415,12 @@ class Summarizer:
                     people.append(name)
             turns = build_topic_turns(plan_turns, plan_answer, index, item.title, people, language)
             grammar = topic_grammar(people, speakers, max_ref, language)
-            asked.append((index, item.title, turns, grammar, self._topic_tokens(len(people), turns)))
-        firsts = self._complete_many([(t, g, n) for _, _, t, g, n in asked], usage)
+            guard = view_guard(sources, len(people), language)
+            asked.append((index, item.title, turns, grammar, self._topic_tokens(len(people), turns), guard))
+        firsts = self._complete_many([(t, g, n, c) for _, _, t, g, n, c in asked], usage)
         names = [*known, *by_label]
         raw_topics: list[RawTopic] = []
-        for (index, title, turns, grammar, budget), first in zip(asked, firsts, strict=True):
+        for (index, title, turns, grammar, budget, _), first in zip(asked, firsts, strict=True):
             try:
                 answer, _, fixed = self._ask(
                     turns,

@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip 
 
 from bot.config import parse_config
 from model.backends import clear_backends, get_backend
-from model.backends.base import Backend, BackendError, Turn
+from model.backends.base import Backend, BackendError, CopyGuard, Turn
 from model.backends.llama_cpp_backend import LlamaCppBackend
 from model.weights import resolve_model
 
@@ -110,3 +110,34 @@ def test_registry_resolves_builtin_names(tmp_path: Path, monkeypatch: pytest.Mon
     assert backend.model_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and not backend.loaded
     assert get_backend(cfg) is backend
     clear_backends()
+
+
+def _runs(text: str, n: int) -> set[tuple[str, ...]]:
+    words = text.casefold().split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_copy_guard_keeps_the_guarded_lines_from_pasting_a_message(smol: LlamaCppBackend) -> None:
+    message = "the deploy moves to Monday because QA needs Friday for the payment tests"
+    turns = [Turn("system", SYSTEM), Turn("user", f"Chat:\nAnn: {message}\n\nRepeat Ann's message exactly.")]
+    grammar = 'root ::= "Ann: " [^\\n]{10,90} "\\n" "Again: " [^\\n]{10,90}'
+    guard = CopyGuard(sources=("unrelated text", message), lines=1, span=4)
+    free, guarded = smol.complete_many([turns, turns], max_tokens=60, grammars=[grammar, grammar],
+                                       guards=[None, guard])
+    assert _runs(free.text.split("\n")[0], 4) & _runs(message, 4), free.text  # left alone, it pastes
+    view, _, again = guarded.text.partition("\n")
+    assert len(view) > len("Ann: ") + 10
+    assert not _runs(view, 4) & _runs(message, 4), guarded.text
+    assert again.startswith("Again: ")  # past the guarded lines the model may quote again
+
+
+def test_copy_guard_reads_words_and_chinese_characters() -> None:
+    zh = CopyGuard(sources=("周五下午三点在会议室开会",), lines=1, span=6, unit="char")
+    assert zh.copies("希望周五下午三", "点")
+    assert not zh.copies("希望周五", "开会")
+    en = CopyGuard(sources=("Can we MOVE the   release to Monday?",), lines=2, span=4)
+    assert en.copies("Ben: Wants to move the release", " to")  # case and spacing ignored
+    assert en.copies("Ben: Wants to move the release to", " Mon")  # the copied word's first token too
+    assert not en.copies("Ben: Wants to move the release to Mon", "day")  # inside a word
+    assert not en.copies("Ben: Wants the release moved", " to")
+    assert not en.copies("Ben: Wants to move the", " release")  # three words: a short term may stay

@@ -156,8 +156,9 @@ def test_topic_questions_go_to_complete_many_when_the_backend_has_it() -> None:
     class Batching(ScriptedBackend):
         batches: ClassVar[list[int]] = []
 
-        def complete_many(self, requests, *, max_tokens, grammars, temperature):  # type: ignore[no-untyped-def]
+        def complete_many(self, requests, *, max_tokens, grammars, temperature, guards):  # type: ignore[no-untyped-def]
             self.batches.append(len(requests))
+            self.guards = guards
             return [
                 self.complete(t, max_tokens=n, grammar=g, temperature=temperature)
                 for t, n, g in zip(requests, max_tokens, grammars, strict=True)
@@ -168,6 +169,9 @@ def test_topic_questions_go_to_complete_many_when_the_backend_has_it() -> None:
     assert backend.batches == [2]  # both topics in one batch, after the plan
     assert [t.title for t in summary.topics] == ["Release moved to Monday", "Lunch tomorrow"]
     assert "view" in backend.calls[1]["grammar"] and backend.calls[1]["max_tokens"] > 0
+    # Each topic's views (its first lines, one a person) may not paste a message of the chat.
+    assert [g.lines for g in backend.guards] == [3, 2]
+    assert backend.guards[0].sources == tuple(m.text for m in CHAT)
 
 
 def test_invented_refs_and_speakers_are_dropped_and_counted() -> None:

@@ -5,12 +5,14 @@ Kept deliberately small (in the spirit of simonw/llm): prompts, validation and m
 offer ``complete_many(requests, *, max_tokens, grammars, temperature)`` — several conversations answered
 together (the llama.cpp back-end decodes them side by side over their shared prefix); the summarizer uses
 it for chatsum's per-topic questions when it is there, and asks one after the other when it is not.
+``complete_many`` may take ``guards``: a ``CopyGuard`` (or None) per request, which a back-end that picks
+each token itself honours and any other may ignore.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class BackendError(Exception):
@@ -31,6 +33,51 @@ class Completion:
     finish_reason: str = "stop"  # stop | length
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+@dataclass(frozen=True, slots=True)
+class CopyGuard:
+    """Keeps the first ``lines`` lines of an answer from repeating ``span`` words (``unit="word"``) or
+    characters (``unit="char"``, for Chinese) of any of ``sources`` verbatim, case and spacing ignored.
+
+    Why: a view must report what someone said, not paste it. The grammar makes a view open with a
+    reporting verb ("Asks …"), but behind the verb the 1.5B still pasted the speaker's message in about
+    one view of nine. A back-end that picks each token itself passes over a token that would extend such
+    a copy and takes the next best one, as transformers' ``encoder_no_repeat_ngram_size`` does for
+    encoder-decoder models. Words are checked where a new one starts, and a token that starts the copied
+    word is refused with the word ("Mon" as well as "Monday"), so a copy is cut between words, where
+    the model can go on in its own words, not inside one, where the only tokens left spell another word.
+    """
+
+    sources: tuple[str, ...]
+    lines: int
+    span: int
+    unit: Literal["word", "char"] = "word"
+    _haystack: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.span < 2:
+            raise ValueError("a copy guard's span must be at least 2")
+        # Each source opens with a space, so that a copied run of words is found at a word's start.
+        object.__setattr__(self, "_haystack", "\n".join(" " + _normalized(s) for s in self.sources))
+
+    def copies(self, line: str, piece: str) -> bool:
+        """Whether ``line`` followed by ``piece`` (the token about to be written) would paste a span."""
+        if self.unit == "char":
+            text = _normalized(line + piece)
+            first_end = max(self.span, len(text) - len(piece) - 1)
+            return any(text[e - self.span : e] in self._haystack for e in range(first_end, len(text) + 1))
+        if not (piece[:1].isspace() or line[-1:].isspace()):
+            return False  # inside a word: the word was checked where it started
+        head = _normalized(piece)
+        before = _normalized(line).split(" ")[-(self.span - 1) :]
+        if not head or len(before) < self.span - 1:
+            return False
+        return f" {' '.join(before)} {head}" in self._haystack
 
 
 @runtime_checkable

@@ -25,6 +25,8 @@ Why this shape:
   CPU a decode step is bound by reading the weights, so a batch of four tokens costs little more than
   one: chatsum's topic questions (all after the same chat and plan) cost about the longest answer, not
   the sum. The context is created with ``MAX_PARALLEL`` sequences for this.
+* A ``CopyGuard`` given to ``complete_many`` is applied in the same loop: a token that would extend a
+  verbatim run of the chat in the guarded lines (chatsum's views) is passed over for the next best.
 * One lock serialises calls: a ``Llama`` context is not thread-safe, and the bot calls from worker threads.
 """
 
@@ -40,11 +42,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import BackendError, Completion, Turn
+from model.backends.base import BackendError, Completion, CopyGuard, Turn
 
 GRAMMAR_CACHE_SIZE = 32
 #: Most conversations ``complete_many`` decodes side by side (chatsum asks at most five topics at once).
 MAX_PARALLEL = 8
+#: How many copying tokens in a row a ``CopyGuard`` passes over before it lets the copy through.
+MAX_PASSED_OVER = 16
 
 
 def default_threads() -> int:
@@ -223,17 +227,19 @@ class LlamaCppBackend:
         max_tokens: int | Sequence[int],
         grammars: Sequence[str | None] | None = None,
         temperature: float = 0.0,
+        guards: Sequence[CopyGuard | None] | None = None,
     ) -> list[Completion]:
         """Several conversations answered together, decoded side by side over their shared prefix.
 
         Greedy only; with a temperature, or a chat template we cannot render ourselves, the requests are
-        answered one after the other by ``complete``.
+        answered one after the other by ``complete`` (and ``guards`` are not applied).
         """
         n = len(requests)
         budgets = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
         gbnfs = list(grammars) if grammars is not None else [None] * n
-        if len(budgets) != n or len(gbnfs) != n:
-            raise ValueError("complete_many needs one max_tokens and one grammar per request")
+        copy_guards = list(guards) if guards is not None else [None] * n
+        if len(budgets) != n or len(gbnfs) != n or len(copy_guards) != n:
+            raise ValueError("complete_many needs one max_tokens, one grammar and one guard per request")
         with self._lock:
             self._load()
             if temperature != 0 or self._formatter is None or n == 0:
@@ -244,7 +250,9 @@ class LlamaCppBackend:
             out: list[Completion] = []
             for i in range(0, n, self._parallel):
                 part = slice(i, i + self._parallel)
-                out.extend(self._generate(list(requests[part]), gbnfs[part], budgets[part]))
+                out.extend(
+                    self._generate(list(requests[part]), gbnfs[part], budgets[part], copy_guards[part])
+                )
             return out
 
     # -- our decoding loop (grammar checked on the best token first; several sequences at once) ---------
@@ -259,7 +267,11 @@ class LlamaCppBackend:
         return tokens
 
     def _generate(
-        self, requests: Sequence[Sequence[Turn]], grammars: Sequence[str | None], budgets: Sequence[int]
+        self,
+        requests: Sequence[Sequence[Turn]],
+        grammars: Sequence[str | None],
+        budgets: Sequence[int],
+        guards: Sequence[CopyGuard | None] | None = None,
     ) -> list[Completion]:
         import llama_cpp
         import numpy as np
@@ -270,6 +282,7 @@ class LlamaCppBackend:
         vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         n_vocab = int(llm.n_vocab())
         n = len(requests)
+        guards = list(guards) if guards is not None else [None] * n
         prompts = [self._prompt_tokens(t) for t in requests]
         for p in prompts:
             if len(p) + 1 > self.context_length:
@@ -287,13 +300,14 @@ class LlamaCppBackend:
             self.context_length
         ):
             half = n // 2
-            return self._generate(requests[:half], grammars[:half], budgets[:half]) + self._generate(
-                requests[half:], grammars[half:], budgets[half:]
-            )
+            return self._generate(
+                requests[:half], grammars[:half], budgets[:half], guards[:half]
+            ) + self._generate(requests[half:], grammars[half:], budgets[half:], guards[half:])
         have = llm.input_ids[: llm.n_tokens].tolist()
         reuse = min(_common_prefix(have, prompts[0]), common)
         cached_before = int(llm.n_tokens)
         samplers = [_GrammarSampler(vocab, g) if g else None for g in grammars]
+        lines = [_LineTracker(llm, g) if g is not None else None for g in guards]
         generated: list[list[int]] = [[] for _ in range(n)]
         finish = ["stop"] * n
         pos_next = [len(p) for p in prompts]
@@ -332,10 +346,14 @@ class LlamaCppBackend:
             while active:
                 feed: list[tuple[int, int, int]] = []
                 for i in active:
-                    tok = _pick(logits[i], samplers[i])
+                    tracker = lines[i]
+                    banned = tracker.would_copy if tracker is not None and tracker.active else None
+                    tok = _pick(logits[i], samplers[i], banned)
                     if llama_cpp.llama_vocab_is_eog(vocab, tok):
                         continue
                     generated[i].append(tok)
+                    if tracker is not None:
+                        tracker.add(tok)
                     if len(generated[i]) >= budgets[i] or pos_next[i] + 1 >= self.context_length:
                         finish[i] = "length"
                         continue
@@ -505,14 +523,54 @@ class _GrammarSampler:
             self.smpl = None
 
 
-def _pick(logits: Any, sampler: _GrammarSampler | None) -> int:
-    """Greedy choice; under a grammar the best token if the grammar allows it, else the best it allows."""
-    tok = int(logits.argmax())
-    if sampler is None:
-        return tok
-    if not sampler.allows(tok, float(logits[tok])):
-        tok = sampler.best_allowed(logits)
-    sampler.accept(tok)
+class _LineTracker:
+    """The line being written by one sequence, for its ``CopyGuard``: which line it is, and its text."""
+
+    def __init__(self, llm: Any, guard: CopyGuard) -> None:
+        self._llm, self.guard = llm, guard
+        self._pieces: dict[int, bytes] = {}
+        self.line = bytearray()
+        self.done_lines = 0
+
+    @property
+    def active(self) -> bool:
+        return self.done_lines < self.guard.lines
+
+    def _piece(self, tok: int) -> bytes:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            piece = self._pieces[tok] = bytes(self._llm.detokenize([tok]))
+        return piece
+
+    def would_copy(self, tok: int) -> bool:
+        piece = self._piece(tok)
+        if b"\n" in piece:
+            return False  # ending the line copies nothing more
+        line = self.line.decode("utf-8", errors="ignore")
+        return self.guard.copies(line, piece.decode("utf-8", errors="ignore"))
+
+    def add(self, tok: int) -> None:
+        self.line += self._piece(tok)
+        if b"\n" in self.line:
+            self.done_lines += self.line.count(b"\n")
+            self.line = bytearray(self.line.rsplit(b"\n", 1)[1])
+
+
+def _pick(logits: Any, sampler: _GrammarSampler | None, banned: Callable[[int], bool] | None = None) -> int:
+    """Greedy choice; under a grammar the best token if the grammar allows it, else the best it allows.
+
+    A token that ``banned`` refuses (a copy guard's) is passed over for the next best, up to
+    ``MAX_PASSED_OVER`` times; after that the copy is let through rather than the answer spoiled.
+    """
+    for _ in range(MAX_PASSED_OVER + 1):
+        tok = int(logits.argmax())
+        if sampler is not None and not sampler.allows(tok, float(logits[tok])):
+            tok = sampler.best_allowed(logits)
+        if banned is None or not banned(tok):
+            break
+        logits[tok] = float("-inf")
+    if sampler is not None:
+        sampler.accept(tok)
     return tok
 
 
