@@ -166,9 +166,11 @@ VIEW_VERBS: dict[str, tuple[str, ...]] = {
         "发现",
     ),
 }
-#: A view may not repeat this many words of a chat message verbatim, or this many characters of a
-#: Chinese one (``view_guard``): a name or a short term still fits, a pasted clause does not.
-COPY_SPAN: dict[str, int] = {"en": 4, "zh": 6}
+#: A view may not repeat this many words of a chat message in a row (``view_guard``): a short term
+#: still fits, a pasted clause does not. Chinese views are not guarded: without spaces the guard can only
+#: refuse a token mid-phrase, and the next best one changed facts (a repair "下午两点" became "晚上两点",
+#: a company's name changed by one character) — worse than a copy.
+COPY_SPAN: dict[str, int | None] = {"en": 4, "zh": None}
 MAX_REFS = 4
 MAX_ACTIONS = 2
 #: The labels of the model-facing lines (``plan_text``, ``topic_answer``); the parsers in
@@ -661,14 +663,12 @@ def plan_grammar(speakers: Sequence[str], language: str, *, max_topics: int = MA
     )
 
 
-def view_guard(texts: Sequence[str], people: int, language: str) -> CopyGuard:
+def view_guard(texts: Sequence[str], people: int, language: str) -> CopyGuard | None:
     """The copy guard for a step-2 answer: its first ``people`` lines are the views (``topic_grammar``
-    writes them first), and none of them may paste ``COPY_SPAN`` characters of any chat message.
+    writes them first), and none of them may paste ``COPY_SPAN`` words of any chat message in a row.
     Points and todos are not guarded: a key fact may keep the chat's own words."""
-    key = _lang_key(language)
-    return CopyGuard(
-        sources=tuple(texts), lines=people, span=COPY_SPAN[key], unit="char" if key == "zh" else "word"
-    )
+    span = COPY_SPAN[_lang_key(language)]
+    return None if span is None else CopyGuard(sources=tuple(texts), lines=people, span=span)
 
 
 def topic_grammar(

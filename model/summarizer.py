@@ -11,9 +11,9 @@ Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the 
   Step 2 prompts extend step 1's conversation, so llama.cpp re-uses the evaluated chat and plan, and the
   topic questions go to the back-end together (``complete_many``: llama.cpp decodes them side by side;
   measured on two cores, four answers a step cost 156 ms where one costs 55 ms). Each topic question
-  carries a copy guard (``model.prompts.view_guard``): its view lines may not paste four words (six
-  Chinese characters) of any message in a row; llama.cpp applies it while decoding, other back-ends
-  ignore it.
+  carries a copy guard (``model.prompts.view_guard``): its view lines may not paste four words of any
+  message in a row (English; Chinese views are not guarded); llama.cpp applies it while decoding, other
+  back-ends ignore it.
   Why not one call: measured on the 1.5B, one call over a 31-message, 3-subject chat produced five
   topics, each listing all four people with the same recycled views, 675 tokens; over a 200-message
   window it copied 14 of 14 views verbatim from messages. Two steps gave 3 topics for the 3 subjects,
@@ -305,7 +305,7 @@ class Summarizer:
         return completion
 
     def _complete_many(
-        self, requests: list[tuple[list[Turn], str, int, CopyGuard]], usage: _Usage
+        self, requests: list[tuple[list[Turn], str, int, CopyGuard | None]], usage: _Usage
     ) -> list[Completion]:
         """Several questions at once — ``(turns, grammar, max_tokens, guard)`` — where the back-end can
         batch them (``complete_many``: llama.cpp decodes the topics of a window side by side over their
@@ -402,7 +402,7 @@ class Summarizer:
         known = {m.speaker for m in messages}
         by_label = {_name_label(s): s for s in known}
         drops = Drops()
-        asked: list[tuple[int, str, list[Turn], str, int, CopyGuard]] = []
+        asked: list[tuple[int, str, list[Turn], str, int, CopyGuard | None]] = []
         sources = tuple(m.text for m in messages)
         for index, item in enumerate(plan.topics[:MAX_TOPICS], start=1):
             people: list[str] = []

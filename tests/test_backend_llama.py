@@ -118,7 +118,7 @@ def _runs(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def test_copy_guard_keeps_the_guarded_lines_from_pasting_a_message(smol: LlamaCppBackend) -> None:
-    message = "the deploy moves to Monday because QA needs Friday for the payment tests"
+    message = "the deploy moves to next week because the payment tests still fail on staging"
     turns = [Turn("system", SYSTEM), Turn("user", f"Chat:\nAnn: {message}\n\nRepeat Ann's message exactly.")]
     grammar = 'root ::= "Ann: " [^\\n]{10,90} "\\n" "Again: " [^\\n]{10,90}'
     guard = CopyGuard(sources=("unrelated text", message), lines=1, span=4)
@@ -137,7 +137,11 @@ def test_copy_guard_reads_words_and_chinese_characters() -> None:
     assert not zh.copies("希望周五", "开会")
     en = CopyGuard(sources=("Can we MOVE the   release to Monday?",), lines=2, span=4)
     assert en.copies("Ben: Wants to move the release", " to")  # case and spacing ignored
-    assert en.copies("Ben: Wants to move the release to", " Mon")  # the copied word's first token too
+    assert en.copies("Ben: Wants to move the release", " t")  # the copied word's first token too
     assert not en.copies("Ben: Wants to move the release to Mon", "day")  # inside a word
     assert not en.copies("Ben: Wants the release moved", " to")
     assert not en.copies("Ben: Wants to move the", " release")  # three words: a short term may stay
+    assert not en.copies("Ben: Wants to move the release to", " Monday")  # a name or day is a fact
+    five = CopyGuard(sources=("meet at the club 9:15 sharp",), lines=1, span=4)
+    assert not five.copies("Ann: Wants to meet at the club", " 9")  # so is a number
+    assert five.copies("Ann: Wants to meet at the", " club")

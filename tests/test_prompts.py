@@ -445,3 +445,12 @@ def test_config_can_force_a_language() -> None:
     assert normalize_language("en_US") == "en"
     with pytest.raises(ValueError, match="not a language code"):
         normalize_language("12")
+
+
+def test_views_are_guarded_against_copies_in_english_only() -> None:
+    from model.prompts import view_guard
+
+    guard = view_guard(["can we move the release to Monday?"], 3, "en")
+    assert guard is not None and guard.lines == 3 and guard.span == 4
+    assert guard.copies("Ann: Asks to move the release", " to")
+    assert view_guard(["周五下午三点开会"], 2, "zh") is None  # refusing mid-phrase changed facts

@@ -48,9 +48,12 @@ class CopyGuard:
     reporting verb ("Asks …"), but behind the verb the 1.5B still pasted the speaker's message in about
     one view of nine. A back-end that picks each token itself passes over a token that would extend such
     a copy and takes the next best one, as transformers' ``encoder_no_repeat_ngram_size`` does for
-    encoder-decoder models. Words are checked where a new one starts, and a token that starts the copied
-    word is refused with the word ("Mon" as well as "Monday"), so a copy is cut between words, where
-    the model can go on in its own words, not inside one, where the only tokens left spell another word.
+    encoder-decoder models. Words are checked where a new one starts, so a copy is cut between words,
+    where the model can go on in its own words, not inside one, where the only tokens left spell another
+    word. A capitalised word or one with a digit is never refused: a name, a day or a time is a fact, and
+    the next best token in its place is another name or time. ``unit="char"`` checks every token, which in
+    Chinese swaps words for others ("下午两点" became "晚上两点" on the quality bench), so chatsum does not
+    guard Chinese views (``model.prompts.COPY_SPAN``).
     """
 
     sources: tuple[str, ...]
@@ -73,6 +76,9 @@ class CopyGuard:
             return any(text[e - self.span : e] in self._haystack for e in range(first_end, len(text) + 1))
         if not (piece[:1].isspace() or line[-1:].isspace()):
             return False  # inside a word: the word was checked where it started
+        word = piece.strip()
+        if word[:1].isupper() or any(ch.isdigit() for ch in word):
+            return False  # a name, a day or a number is a fact: another one in its place would be wrong
         head = _normalized(piece)
         before = _normalized(line).split(" ")[-(self.span - 1) :]
         if not head or len(before) < self.span - 1:
