@@ -131,10 +131,7 @@ def test_copy_guard_keeps_the_guarded_lines_from_pasting_a_message(smol: LlamaCp
     assert again.startswith("Again: ")  # past the guarded lines the model may quote again
 
 
-def test_copy_guard_reads_words_and_chinese_characters() -> None:
-    zh = CopyGuard(sources=("周五下午三点在会议室开会",), lines=1, span=6, unit="char")
-    assert zh.copies("希望周五下午三", "点")
-    assert not zh.copies("希望周五", "开会")
+def test_copy_guard_reads_words() -> None:
     en = CopyGuard(sources=("Can we MOVE the   release to Monday?",), lines=2, span=4)
     assert en.copies("Ben: Wants to move the release", " to")  # case and spacing ignored
     assert en.copies("Ben: Wants to move the release", " t")  # the copied word's first token too

@@ -12,7 +12,7 @@ each token itself honours and any other may ignore.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class BackendError(Exception):
@@ -41,8 +41,8 @@ def _normalized(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CopyGuard:
-    """Keeps the first ``lines`` lines of an answer from repeating ``span`` words (``unit="word"``) or
-    characters (``unit="char"``, for Chinese) of any of ``sources`` verbatim, case and spacing ignored.
+    """Keeps the first ``lines`` lines of an answer from repeating ``span`` words in a row of any of
+    ``sources`` verbatim, case and spacing ignored.
 
     Why: a view must report what someone said, not paste it. The grammar makes a view open with a
     reporting verb ("Asks …"), but behind the verb the 1.5B still pasted the speaker's message in about
@@ -51,15 +51,14 @@ class CopyGuard:
     encoder-decoder models. Words are checked where a new one starts, so a copy is cut between words,
     where the model can go on in its own words, not inside one, where the only tokens left spell another
     word. A capitalised word or one with a digit is never refused: a name, a day or a time is a fact, and
-    the next best token in its place is another name or time. ``unit="char"`` checks every token, which in
-    Chinese swaps words for others ("下午两点" became "晚上两点" on the quality bench), so chatsum does not
-    guard Chinese views (``model.prompts.COPY_SPAN``).
+    the next best token in its place is another name or time. Text without spaces (Chinese) has no word
+    starts to cut at: refusing characters mid-phrase swapped facts ("下午两点" became "晚上两点" on the
+    quality bench), so chatsum does not guard Chinese views (``model.prompts.COPY_SPAN``).
     """
 
     sources: tuple[str, ...]
     lines: int
     span: int
-    unit: Literal["word", "char"] = "word"
     _haystack: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,10 +69,6 @@ class CopyGuard:
 
     def copies(self, line: str, piece: str) -> bool:
         """Whether ``line`` followed by ``piece`` (the token about to be written) would paste a span."""
-        if self.unit == "char":
-            text = _normalized(line + piece)
-            first_end = max(self.span, len(text) - len(piece) - 1)
-            return any(text[e - self.span : e] in self._haystack for e in range(first_end, len(text) + 1))
         if not (piece[:1].isspace() or line[-1:].isspace()):
             return False  # inside a word: the word was checked where it started
         word = piece.strip()
