@@ -46,6 +46,7 @@ from typing import Any
 from model.backends.base import Backend, BackendError, Completion, CopyGuard, Turn
 from model.injection import InjectionGuard
 from model.language import resolve_language
+from model.owners import own_by_commitment
 from model.prompts import (
     MAX_TOPICS,
     PROMPT_VERSION,
@@ -184,6 +185,7 @@ class Summarizer:
             else:
                 topics, overall, how = self._reduce_chatsum(results, language, usage)
                 meta_extra["reduce"] = how
+            topics = own_by_commitment(topics, messages, drops)
             topics = guard.topics(topics, drops)
             topics, merged = merge_similar_topics(topics)
             if len(topics) > MAX_TOPICS:
@@ -216,6 +218,7 @@ class Summarizer:
             failed_topics=usage.failed_topics,
             folded_views=drops.folded_views,
             recited_points=drops.recited,
+            reassigned_owners=drops.owners,
             flagged_messages=len(guard.flagged),
             injected=drops.injected,
             unbacked_views=[{"topic": t, "speaker": sp} for t, sp in drops.unbacked_views],

@@ -300,6 +300,7 @@ class Drops:
     speakers: int = 0
     folded_views: int = 0
     recited: int = 0  # points, decisions and actions whose refs the chat's words changed
+    owners: int = 0  # actions given to the person who took them on (``model.owners``)
     injected: int = 0  # items, views, topics and sentences that only an instruction to the bot backs
     unbacked_views: list[tuple[str, str]] = field(default_factory=list)  # (topic title, speaker)
     details: list[str] = field(default_factory=list)
@@ -309,6 +310,7 @@ class Drops:
         self.speakers += other.speakers
         self.folded_views += other.folded_views
         self.recited += other.recited
+        self.owners += other.owners
         self.injected += other.injected
         self.unbacked_views.extend(other.unbacked_views)
         self.details.extend(other.details)
