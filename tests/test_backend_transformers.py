@@ -12,7 +12,7 @@ pytest.importorskip("gguf", reason="loading GGUF files into transformers needs t
 
 from bot.config import parse_config
 from model.backends import clear_backends, get_backend
-from model.backends.base import Backend, BackendError, Turn
+from model.backends.base import Backend, BackendError, CopyGuard, Turn
 from model.backends.transformers_backend import TransformersBackend
 from model.weights import resolve_model
 
@@ -122,3 +122,20 @@ def test_registry_maps_builtin_names_to_their_gguf(tmp_path: Path, monkeypatch: 
     assert backend.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and backend.model_id == "smollm2-135m"
     assert get_backend(cfg) is backend
     clear_backends()
+
+
+def test_copy_guard_keeps_the_first_lines_from_pasting_a_message(smol: TransformersBackend) -> None:
+    message = "the deploy moves to next week because the payment tests still fail on staging"
+    ask = f"Ann wrote: {message}\n\nRepeat Ann's message exactly."
+    turns = [Turn("system", "Be brief."), Turn("user", ask)]
+    guard = CopyGuard(sources=("unrelated text", message), lines=1, span=4)
+    free, guarded = smol.complete_many([turns, turns], max_tokens=30, guards=[None, guard])
+    runs = _runs(message, 4)
+    assert _runs(free.text.split("\n")[0], 4) & runs, free.text  # left alone, it pastes
+    first = guarded.text.split("\n")[0]
+    assert len(first.split()) >= 4 and not _runs(first, 4) & runs, guarded.text
+
+
+def _runs(text: str, n: int) -> set[tuple[str, ...]]:
+    words = text.casefold().split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}

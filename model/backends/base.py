@@ -6,7 +6,8 @@ offer ``complete_many(requests, *, max_tokens, grammars, temperature)`` — seve
 together (the llama.cpp back-end decodes them side by side over their shared prefix); the summarizer uses
 it for chatsum's per-topic questions when it is there, and asks one after the other when it is not.
 ``complete_many`` may take ``guards``: a ``CopyGuard`` (or None) per request, which a back-end that picks
-each token itself honours and any other may ignore.
+each token itself honours (llama.cpp in its decoding loop, transformers through a logits processor) and
+any other may ignore (an OpenAI-compatible server picks its tokens out of our reach).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Completion:
     finish_reason: str = "stop"  # stop | length
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: How many copying tokens in a row a ``CopyGuard`` passes over before it lets the copy through.
+MAX_PASSED_OVER = 16
 
 
 def _normalized(text: str) -> str:

@@ -42,13 +42,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import BackendError, Completion, CopyGuard, Turn
+from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn
 
 GRAMMAR_CACHE_SIZE = 32
 #: Most conversations ``complete_many`` decodes side by side (chatsum asks at most five topics at once).
 MAX_PARALLEL = 8
-#: How many copying tokens in a row a ``CopyGuard`` passes over before it lets the copy through.
-MAX_PASSED_OVER = 16
 
 
 def default_threads() -> int:

@@ -13,6 +13,9 @@ and for GPUs. Notes on the choices:
   only recorded; ``model.summarizer`` validates the JSON and asks once for a repair, which is the
   safety net for this back-end (use llama_cpp or an OpenAI-compatible server with guided decoding
   where constrained output matters).
+* A ``CopyGuard`` (chatsum's views) is applied by a logits processor (``_CopyGuardProcessor``) that
+  passes over the best token while it would paste a message, as llama.cpp's decoding loop does.
+  ``complete_many`` answers the requests one after the other: no shared-prefix batching here.
 * A local directory is loaded with ``local_files_only`` so that an offline machine never waits on the
   hub; a hub id (``org/name``) is only fetched when the user configured one and has a network.
 """
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import BackendError, Completion, Turn
+from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn
 
 DEFAULT_CONTEXT = 4096
 
@@ -167,6 +171,7 @@ class TransformersBackend:
         temperature: float = 0.0,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        guard: CopyGuard | None = None,
     ) -> Completion:
         import torch
 
@@ -199,6 +204,11 @@ class TransformersBackend:
                 gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if stop:
                 gen.update(stop_strings=stop, tokenizer=tokenizer)
+            if guard is not None:
+                from transformers import LogitsProcessorList
+
+                guarding = _CopyGuardProcessor(guard, tokenizer, n_prompt)
+                gen["logits_processor"] = LogitsProcessorList([guarding])
             start = time.perf_counter()
             with torch.inference_mode():
                 output = model.generate(input_ids, **gen)
@@ -227,11 +237,62 @@ class TransformersBackend:
             },
         )
 
+    def complete_many(
+        self,
+        requests: Sequence[list[Turn]],
+        *,
+        max_tokens: int | Sequence[int],
+        grammars: Sequence[str | None] | None = None,
+        temperature: float = 0.0,
+        guards: Sequence[CopyGuard | None] | None = None,
+    ) -> list[Completion]:
+        """The requests one after the other, each with its ``CopyGuard``; grammars are not enforced."""
+        n = len(requests)
+        budgets = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
+        gbnfs = list(grammars) if grammars is not None else [None] * n
+        copy_guards = list(guards) if guards is not None else [None] * n
+        if len(budgets) != n or len(gbnfs) != n or len(copy_guards) != n:
+            raise ValueError("complete_many needs one max_tokens, one grammar and one guard per request")
+        return [
+            self.complete(list(t), max_tokens=b, grammar=g, temperature=temperature, guard=c)
+            for t, b, g, c in zip(requests, budgets, gbnfs, copy_guards, strict=True)
+        ]
+
     def count_tokens(self, text: str) -> int:
         if not text:
             return 0
         _, tokenizer = self._load()
         return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+class _CopyGuardProcessor:
+    """A transformers logits processor for a ``CopyGuard``: while the first ``guard.lines`` lines are
+    written, the best token is passed over (its score set to -inf) as long as it would paste a span of a
+    message, up to ``MAX_PASSED_OVER`` times. Greedy decoding then takes the next best; sampling can
+    still draw a lower-ranked copying token, which the guard does not chase."""
+
+    def __init__(self, guard: CopyGuard, tokenizer: Any, n_prompt: int) -> None:
+        self.guard, self._tokenizer, self._n_prompt = guard, tokenizer, n_prompt
+        self._pieces: dict[int, str] = {}
+
+    def _piece(self, tok: int) -> str:
+        piece = self._pieces.get(tok)
+        if piece is None:
+            piece = self._pieces[tok] = self._tokenizer.decode([tok], skip_special_tokens=True)
+        return piece
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        for row in range(scores.shape[0]):
+            text = self._tokenizer.decode(input_ids[row, self._n_prompt :], skip_special_tokens=True)
+            if text.count("\n") >= self.guard.lines:
+                continue
+            line = text.rsplit("\n", 1)[-1]
+            for _ in range(MAX_PASSED_OVER):
+                tok = int(scores[row].argmax())
+                if not self.guard.copies(line, self._piece(tok)):
+                    break
+                scores[row, tok] = float("-inf")
+        return scores
 
 
 def _nf4_config(compute_dtype: Any) -> Any:
