@@ -12,6 +12,7 @@ any other may ignore (an OpenAI-compatible server picks its tokens out of our re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -84,6 +85,21 @@ class CopyGuard:
         if not head or len(before) < self.span - 1:
             return False
         return f" {' '.join(before)} {head}" in self._haystack
+
+
+def per_request(
+    n: int,
+    max_tokens: int | Sequence[int],
+    grammars: Sequence[str | None] | None,
+    guards: Sequence[CopyGuard | None] | None,
+) -> tuple[list[int], list[str | None], list[CopyGuard | None]]:
+    """``complete_many``'s options, one of each per request (a single ``max_tokens`` serves them all)."""
+    budgets = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
+    gbnfs: list[str | None] = list(grammars) if grammars is not None else [None] * n
+    copy_guards: list[CopyGuard | None] = list(guards) if guards is not None else [None] * n
+    if len(budgets) != n or len(gbnfs) != n or len(copy_guards) != n:
+        raise ValueError("complete_many needs one max_tokens, one grammar and one guard per request")
+    return budgets, gbnfs, copy_guards
 
 
 @runtime_checkable

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn
+from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn, per_request
 
 GRAMMAR_CACHE_SIZE = 32
 #: Most conversations ``complete_many`` decodes side by side (chatsum asks at most five topics at once).
@@ -233,11 +233,7 @@ class LlamaCppBackend:
         answered one after the other by ``complete`` (and ``guards`` are not applied).
         """
         n = len(requests)
-        budgets = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
-        gbnfs = list(grammars) if grammars is not None else [None] * n
-        copy_guards = list(guards) if guards is not None else [None] * n
-        if len(budgets) != n or len(gbnfs) != n or len(copy_guards) != n:
-            raise ValueError("complete_many needs one max_tokens, one grammar and one guard per request")
+        budgets, gbnfs, copy_guards = per_request(n, max_tokens, grammars, guards)
         with self._lock:
             self._load()
             if temperature != 0 or self._formatter is None or n == 0:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn
+from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn, per_request
 
 DEFAULT_CONTEXT = 4096
 
@@ -247,12 +247,7 @@ class TransformersBackend:
         guards: Sequence[CopyGuard | None] | None = None,
     ) -> list[Completion]:
         """The requests one after the other, each with its ``CopyGuard``; grammars are not enforced."""
-        n = len(requests)
-        budgets = [max_tokens] * n if isinstance(max_tokens, int) else list(max_tokens)
-        gbnfs = list(grammars) if grammars is not None else [None] * n
-        copy_guards = list(guards) if guards is not None else [None] * n
-        if len(budgets) != n or len(gbnfs) != n or len(copy_guards) != n:
-            raise ValueError("complete_many needs one max_tokens, one grammar and one guard per request")
+        budgets, gbnfs, copy_guards = per_request(len(requests), max_tokens, grammars, guards)
         return [
             self.complete(list(t), max_tokens=b, grammar=g, temperature=temperature, guard=c)
             for t, b, g, c in zip(requests, budgets, gbnfs, copy_guards, strict=True)
