@@ -25,7 +25,9 @@ class ExampleChat:
     targets: dict[str, str] = field(default_factory=dict)
 
 
-# -- overall: eight short chats per language, summaries in the SAMSum manner -------------------------
+# -- overall: twelve chats per language, summaries in the SAMSum manner ------------------------------
+# Eight short ones, then four longer and messier (a photo, banter, a shop): at prompts/5 these four
+# raised ROUGE-1/2/L on the first 50 SAMSum validation dialogues from 44.3/19.5/36.8 to 46.6/22.3/38.0.
 
 OVERALL_EN: tuple[ExampleChat, ...] = (
     ExampleChat(
@@ -115,6 +117,65 @@ OVERALL_EN: tuple[ExampleChat, ...] = (
         ),
         "Max will return Tim's drill on Friday evening.",
     ),
+    # Longer, messier chats: the summary keeps the facts and plans and drops the banter.
+    ExampleChat(
+        (
+            ("Megan", "<file_photo>"),
+            ("Megan", "look who I ran into at the airport"),
+            ("Tasha", "omg is that Mr Collins?? our old chemistry teacher?"),
+            ("Megan", "yes! he's retired now and moving to Portugal"),
+            ("Tasha", "good for him haha"),
+            ("Tasha", "did he remember you?"),
+            ("Megan", "he remembered I set the lab bench on fire 🙈"),
+            ("Tasha", "legendary"),
+            ("Megan", "he says hi btw"),
+        ),
+        "Megan met their old chemistry teacher Mr Collins at the airport. He is retired and moving to "
+        "Portugal.",
+    ),
+    ExampleChat(
+        (
+            ("Carl", "Hi, is the blue sofa from your ad still available?"),
+            ("Furniture Outlet", "Hello! Yes, we have one left in blue."),
+            ("Carl", "Great. Do you deliver?"),
+            ("Furniture Outlet", "Yes, delivery is 40 and we can come on Saturday or next Wednesday."),
+            ("Carl", "Saturday please, in the morning if possible"),
+            ("Furniture Outlet", "Saturday between 9 and 12 then. Can I have your address?"),
+            ("Carl", "14 Elm Street, flat 3"),
+            ("Furniture Outlet", "Booked. You pay on delivery."),
+        ),
+        "Carl is buying the blue sofa. Furniture Outlet will deliver it on Saturday between 9 and 12 for 40.",
+    ),
+    ExampleChat(
+        (
+            ("Ines", "I didn't get the job"),
+            ("Ines", "they said the other candidate had more experience"),
+            ("Maya", "oh no, I'm so sorry"),
+            ("Maya", "you were perfect for it"),
+            ("Ines", "I really thought the second interview went well"),
+            ("Maya", "it's their loss. are you applying to the one at the museum?"),
+            ("Ines", "I guess I should, the deadline is Friday"),
+            ("Maya", "do it! I can read your cover letter tonight"),
+            ("Ines", "thank you ❤️"),
+        ),
+        "Ines didn't get the job. She will apply for the museum job by Friday and Maya will read her "
+        "cover letter tonight.",
+    ),
+    ExampleChat(
+        (
+            ("Rob", "who's up for bowling on Friday?"),
+            ("Jen", "me!"),
+            ("Alex", "Friday I have my sister's thing, Saturday?"),
+            ("Rob", "Saturday the lanes are fully booked"),
+            ("Jen", "what about Sunday afternoon?"),
+            ("Alex", "Sunday works"),
+            ("Rob", "ok Sunday at 3, I'll book two lanes"),
+            ("Jen", "can I bring Tom?"),
+            ("Rob", "sure, the more the merrier"),
+            ("Alex", "🎳"),
+        ),
+        "Rob, Jen and Alex will go bowling on Sunday at 3. Rob will book two lanes and Jen will bring Tom.",
+    ),
 )
 
 OVERALL_ZH: tuple[ExampleChat, ...] = (
@@ -198,6 +259,63 @@ OVERALL_ZH: tuple[ExampleChat, ...] = (
             ("大刘", "周五晚上给你送过去"),
         ),
         "大刘还没还阿伟的电钻。阿伟周六要用，大刘周五晚上送过去。",
+    ),
+    # Longer, messier chats: the summary keeps the facts and plans and drops the banter.
+    ExampleChat(
+        (
+            ("小美", "<图片>"),
+            ("小美", "猜猜我在机场碰到谁了"),
+            ("阿婷", "天哪，是我们高中的化学老师王老师吗？"),
+            ("小美", "对！他退休了，要搬去海南"),
+            ("阿婷", "真好哈哈"),
+            ("阿婷", "他还记得你吗？"),
+            ("小美", "记得我上课把实验台点着了 🙈"),
+            ("阿婷", "传奇"),
+            ("小美", "他让我替他跟你问好"),
+        ),
+        "小美在机场碰到了高中化学老师王老师。王老师已经退休，要搬去海南。",
+    ),
+    ExampleChat(
+        (
+            ("老周", "你好，广告里那款蓝色沙发还有吗？"),
+            ("家具城", "您好，蓝色的还剩最后一套。"),
+            ("老周", "能送货吗？"),
+            ("家具城", "可以，运费四十，周六或者下周三送。"),
+            ("老周", "周六吧，最好上午"),
+            ("家具城", "那就周六上午九点到十二点，麻烦发一下地址。"),
+            ("老周", "幸福路14号3单元"),
+            ("家具城", "已登记，货到付款。"),
+        ),
+        "老周买了蓝色沙发，家具城周六上午九点到十二点送货，运费四十，货到付款。",
+    ),
+    ExampleChat(
+        (
+            ("小敏", "我没拿到那个offer"),
+            ("小敏", "说另一个人经验更多"),
+            ("佳佳", "啊，太可惜了"),
+            ("佳佳", "你明明很合适"),
+            ("小敏", "我还以为二面挺顺利的"),
+            ("佳佳", "是他们的损失。博物馆那个岗位你投吗？"),
+            ("小敏", "投吧，周五截止"),
+            ("佳佳", "投！今晚我帮你看看求职信"),
+            ("小敏", "谢谢 ❤️"),
+        ),
+        "小敏没拿到工作机会。她会在周五前投博物馆的岗位，佳佳今晚帮她看求职信。",
+    ),
+    ExampleChat(
+        (
+            ("大伟", "周五谁去打保龄球？"),
+            ("晓丽", "我！"),
+            ("阿强", "周五我姐有事，周六行吗？"),
+            ("大伟", "周六球道都订满了"),
+            ("晓丽", "周日下午呢？"),
+            ("阿强", "周日可以"),
+            ("大伟", "那就周日三点，我订两条球道"),
+            ("晓丽", "我能带小唐来吗？"),
+            ("大伟", "当然，人多热闹"),
+            ("阿强", "🎳"),
+        ),
+        "大伟、晓丽和阿强周日下午三点去打保龄球，大伟订两条球道，晓丽会带小唐。",
     ),
 )
 

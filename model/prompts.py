@@ -8,7 +8,7 @@ Why it looks the way it does:
 * **A stable prefix for the KV cache.** A conversation is ``[system, (user, assistant)*, user]``: the
   system instructions and the in-context examples depend only on (mode, language) and come first, the
   chat comes last. llama.cpp (and vLLM's prefix caching) therefore re-use the prefix across calls, and
-  the eight ``overall`` examples cost their prefill once per process, not once per dialogue.
+  the twelve ``overall`` examples cost their prefill once per process, not once per dialogue.
 * **The chat is data.** It sits between ``<chat>`` and ``</chat>``, one message per line, numbered
   (``[n]``; plain ``n`` in ``chatsum``, see below) so key points can cite messages; newlines inside a
   message are flattened and the delimiters defused so a message cannot fake a line, a speaker or the
@@ -57,7 +57,7 @@ from model.prompt_examples import (
 )
 from model.schema import MODES, ChatMessage, Summary
 
-PROMPT_VERSION = "chatsum-prompts/4"
+PROMPT_VERSION = "chatsum-prompts/5"
 
 ROLE_MODES: tuple[str, ...] = ("user", "agent", "all")
 TEXT_MODES: tuple[str, ...] = ("overall", "user", "agent", "all", "aspect")

@@ -116,10 +116,10 @@ def test_prefix_is_stable_across_chats_so_the_kv_cache_is_reused(mode: str) -> N
     assert a[-1] != b[-1]
 
 
-def test_overall_mode_shows_eight_examples_written_for_the_project() -> None:
+def test_overall_mode_shows_twelve_examples_written_for_the_project() -> None:
     turns = build_turns(ALICE_BOB, "overall", "en")
-    assert len(OVERALL_EN) == len(OVERALL_ZH) == 8
-    assert [t.role for t in turns] == ["system"] + ["user", "assistant"] * 8 + ["user"]
+    assert len(OVERALL_EN) == len(OVERALL_ZH) == 12
+    assert [t.role for t in turns] == ["system"] + ["user", "assistant"] * 12 + ["user"]
     assert turns[2].content == OVERALL_EN[0].summary
     zh = build_turns(ALICE_BOB, "overall", "zh")
     assert zh[2].content == OVERALL_ZH[0].summary
