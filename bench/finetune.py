@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = load_examples(SAMSUM / "validation.jsonl", limit=args.val_limit, mode="overall")
     runs = [
         score(f"{args.base} zero-shot", base_gguf, examples, few_shot=False, threads=args.threads),
-        score(f"{args.base} 8-shot", base_gguf, examples, few_shot=True, threads=args.threads),
+        score(f"{args.base} few-shot", base_gguf, examples, few_shot=True, threads=args.threads),
     ]
     for t in trainings:
         label = f"LoRA + NEFTune {t['neftune_noise_alpha']:g}"
