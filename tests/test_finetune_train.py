@@ -228,7 +228,7 @@ def test_export_gguf_serves_the_fine_tuned_model_from_one_config_line(
         cfg = tmp_path / f"{name}.toml"
         cfg.write_text(
             f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[model]\nmax_new_tokens = 64\n'
-            f"[model.llama_cpp]\nn_ctx = 2048\n{model_line}\n",
+            f"[model.llama_cpp]\nn_ctx = 4096\n{model_line}\n",
             encoding="utf-8",
         )
         from bot.cli import app as chatsum

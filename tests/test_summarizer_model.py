@@ -156,7 +156,7 @@ def test_summarize_command_prints_plain_text_unless_asked_for_markdown(
     cfg = tmp_path / "chatsum.toml"
     cfg.write_text(
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[model]\nmax_new_tokens = 48\n'
-        f'[model.llama_cpp]\nn_ctx = 2048\nn_threads = {THREADS}\nmodel = "{smol_path}"\n',
+        f'[model.llama_cpp]\nn_ctx = 4096\nn_threads = {THREADS}\nmodel = "{smol_path}"\n',
         encoding="utf-8",
     )
     outputs = {}
