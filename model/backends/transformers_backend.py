@@ -269,6 +269,7 @@ class _CopyGuardProcessor:
     def __init__(self, guard: CopyGuard, tokenizer: Any, n_prompt: int) -> None:
         self.guard, self._tokenizer, self._n_prompt = guard, tokenizer, n_prompt
         self._pieces: dict[int, str] = {}
+        self._past: set[int] = set()  # rows past the guarded lines: not decoded again at every step
 
     def _piece(self, tok: int) -> str:
         piece = self._pieces.get(tok)
@@ -278,8 +279,11 @@ class _CopyGuardProcessor:
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         for row in range(scores.shape[0]):
+            if row in self._past:
+                continue
             text = self._tokenizer.decode(input_ids[row, self._n_prompt :], skip_special_tokens=True)
             if text.count("\n") >= self.guard.lines:
+                self._past.add(row)
                 continue
             line = text.rsplit("\n", 1)[-1]
             for _ in range(MAX_PASSED_OVER):
