@@ -54,6 +54,10 @@ class LlamaCppConfig(_Section):
     n_ctx: Annotated[int, Field(ge=512, le=131072)] = 8192
     n_threads: Annotated[int, Field(ge=0, le=512)] = 0
     n_gpu_layers: Annotated[int, Field(ge=-1)] = 0
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="llama.cpp's repacking/AMX weight buffers; auto = off on AMX CPUs, where they crash.",
+    )
 
 
 class TransformersConfig(_Section):

@@ -13,7 +13,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip 
 from bot.config import parse_config
 from model.backends import clear_backends, get_backend
 from model.backends.base import Backend, BackendError, CopyGuard, Turn
-from model.backends.llama_cpp_backend import LlamaCppBackend
+from model.backends.llama_cpp_backend import LlamaCppBackend, system_info, want_extra_buffers
 from model.weights import resolve_model
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,31 @@ def test_loads_lazily_and_completes(smol_path: Path) -> None:
     assert out.text.strip() and out.prompt_tokens > 3
     assert out.completion_tokens == 3 and out.finish_reason == "length"  # cut by max_tokens
     assert out.extra["decode_tokens"] >= 2 and out.seconds > 0
+
+
+
+def test_extra_buffers_are_off_where_the_build_would_use_amx() -> None:
+    amx = "CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+    plain = "CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 0 | REPACK = 1 |"
+    assert not want_extra_buffers("auto", amx) and want_extra_buffers("auto", plain)
+    assert want_extra_buffers("on", amx) and not want_extra_buffers("off", plain)
+    with pytest.raises(ValueError, match="extra_buffers"):
+        LlamaCppBackend("x.gguf", extra_buffers="maybe")
+
+
+def test_loads_and_decodes_without_extra_buffers(smol_path: Path) -> None:
+    import llama_cpp.llama as llama_module
+
+    default = llama_module.llama_cpp.llama_model_default_params
+    auto = LlamaCppBackend(smol_path, n_ctx=512, n_threads=THREADS)
+    auto.complete([Turn("user", "Say hello.")], max_tokens=2)
+    # This machine's build decides "auto" (on an AMX build the decode above would have crashed).
+    assert auto.uses_extra_buffers is want_extra_buffers("auto", system_info())
+    off = LlamaCppBackend(smol_path, n_ctx=512, n_threads=THREADS, extra_buffers="off")
+    out = off.complete([Turn("user", "Say hello.")], max_tokens=3)
+    assert off.uses_extra_buffers is False and out.completion_tokens == 3
+    assert llama_module.llama_cpp.llama_model_default_params is default  # restored after the load
+    assert llama_module.llama_cpp.llama_model_default_params().use_extra_bufts is True
 
 
 def test_json_schema_constrains_the_output(smol: LlamaCppBackend) -> None:

@@ -53,6 +53,7 @@ def build_backend(config: Config, *, progress: ProgressFn | None = None) -> Back
             n_threads=lc.n_threads,
             n_gpu_layers=lc.n_gpu_layers,
             seed=config.model.seed,
+            extra_buffers=lc.extra_buffers,
             model_id=lc.model if lc.model in BUILTIN_MODELS else Path(lc.model).stem,
         )
     if kind == "transformers":

@@ -28,6 +28,11 @@ Why this shape:
 * A ``CopyGuard`` given to ``complete_many`` is applied in the same loop: a token that would extend a
   verbatim run of the chat in the guarded lines (chatsum's views) is passed over for the next best.
 * One lock serialises calls: a ``Llama`` context is not thread-safe, and the bot calls from worker threads.
+* On a CPU with AMX (Intel Sapphire Rapids and later), a llama.cpp built there repacks the weights into
+  its AMX buffer, and the first decode of a Q4_K_M model segfaults (ggml-org/llama.cpp#20824; seen on
+  this project's 2-core Xeon VM, 2026-12-02). ``_load`` then loads without the extra buffer types
+  (``use_extra_bufts = False``): plain CPU kernels, a little slower, and no crash a user could only
+  read as a dead process. ``model.llama_cpp.extra_buffers = "on"`` forces them back.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class LlamaCppBackend:
         seed: int = 0,
         model_id: str | None = None,
         n_batch: int = 512,
+        extra_buffers: str = "auto",
     ) -> None:
         self.model_path = Path(model_path)
         self.model_id = model_id or self.model_path.stem
@@ -78,6 +84,11 @@ class LlamaCppBackend:
         self.n_gpu_layers = n_gpu_layers
         self.seed = seed
         self.n_batch = n_batch
+        if extra_buffers not in ("auto", "on", "off"):
+            raise ValueError(f"extra_buffers must be auto, on or off, not {extra_buffers!r}")
+        self.extra_buffers = extra_buffers
+        #: Whether the loaded model uses llama.cpp's extra (repacking / AMX) buffer types.
+        self.uses_extra_buffers: bool | None = None
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
         self._formatter: Any = None
@@ -105,17 +116,20 @@ class LlamaCppBackend:
                 ) from None
             if not self.model_path.is_file():
                 raise BackendError(f"model file not found: {self.model_path} (see `chatsum model list`)")
+            extra = want_extra_buffers(self.extra_buffers, system_info())
             try:
-                self._llm = Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.context_length,
-                    n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads,
-                    n_batch=min(self.n_batch, self.context_length),
-                    n_gpu_layers=self.n_gpu_layers,
-                    seed=self.seed,
-                    verbose=False,
-                )
+                with _extra_buffer_types(extra):
+                    self._llm = Llama(
+                        model_path=str(self.model_path),
+                        n_ctx=self.context_length,
+                        n_threads=self.n_threads,
+                        n_threads_batch=self.n_threads,
+                        n_batch=min(self.n_batch, self.context_length),
+                        n_gpu_layers=self.n_gpu_layers,
+                        seed=self.seed,
+                        verbose=False,
+                    )
+                self.uses_extra_buffers = extra
                 self._formatter = _chat_formatter(self._llm)
                 self._parallel = _allow_sequences(self._llm, MAX_PARALLEL) if self._formatter else 1
             except (ValueError, RuntimeError, OSError) as err:
@@ -417,6 +431,44 @@ class LlamaCppBackend:
             return 0
         llm = self._load()
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def system_info() -> str:
+    """llama.cpp's build and CPU feature line ("AVX512 = 1 | AMX_INT8 = 1 | ...")."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
+
+
+def want_extra_buffers(setting: str, info: str) -> bool:
+    """Extra buffer types on, unless ``auto`` and this build would use AMX (see the module docstring)."""
+    if setting != "auto":
+        return setting == "on"
+    return "AMX_INT8 = 1" not in info
+
+
+@contextlib.contextmanager
+def _extra_buffer_types(enabled: bool) -> Any:
+    """``Llama()`` has no argument for ``llama_model_params.use_extra_bufts``; it builds its params from
+    ``llama_model_default_params()``, so that is wrapped while the model loads (under ``_lock``)."""
+    import llama_cpp.llama as llama_module
+
+    if enabled:
+        yield
+        return
+    lib = llama_module.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
