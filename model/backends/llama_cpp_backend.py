@@ -118,7 +118,7 @@ class LlamaCppBackend:
                 raise BackendError(f"model file not found: {self.model_path} (see `chatsum model list`)")
             extra = want_extra_buffers(self.extra_buffers, system_info())
             try:
-                with _extra_buffer_types(extra):
+                with extra_buffer_types(extra):
                     self._llm = Llama(
                         model_path=str(self.model_path),
                         n_ctx=self.context_length,
@@ -448,7 +448,7 @@ def want_extra_buffers(setting: str, info: str) -> bool:
 
 
 @contextlib.contextmanager
-def _extra_buffer_types(enabled: bool) -> Any:
+def extra_buffer_types(enabled: bool) -> Any:
     """``Llama()`` has no argument for ``llama_model_params.use_extra_bufts``; it builds its params from
     ``llama_model_default_params()``, so that is wrapped while the model loads (under ``_lock``)."""
     import llama_cpp.llama as llama_module
