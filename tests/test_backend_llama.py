@@ -48,7 +48,6 @@ def test_loads_lazily_and_completes(smol_path: Path) -> None:
     assert out.extra["decode_tokens"] >= 2 and out.seconds > 0
 
 
-
 def test_extra_buffers_are_off_where_the_build_would_use_amx() -> None:
     amx = "CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
     plain = "CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 0 | REPACK = 1 |"

@@ -191,9 +191,7 @@ def test_metadata_curve_and_dry_run(
 def test_export_gguf_serves_the_fine_tuned_model_from_one_config_line(
     run: dict[str, Any], tmp_path: Path
 ) -> None:
-    from llama_cpp import Llama
-
-    from model.backends.llama_cpp_backend import extra_buffer_types, system_info, want_extra_buffers
+    from model.backends.llama_cpp_backend import open_llama
 
     result = export_run(run["dir"], merge=True, gguf_type="f16", log=lambda s: None)
     gguf = result["gguf"]
@@ -210,8 +208,7 @@ def test_export_gguf_serves_the_fine_tuned_model_from_one_config_line(
         want = merged(torch.tensor([ids])).logits[0].numpy()
     diffs = {}
     for name, path in (("export", gguf), ("base", meta["base_model"]["gguf"])):
-        with extra_buffer_types(want_extra_buffers("auto", system_info())):  # AMX builds crash otherwise
-            llm = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+        llm = open_llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2)
         llm.eval(ids)
         diffs[name] = float(np.abs(np.array(llm.scores[: len(ids)]) - want).max())
         llm.close()

@@ -31,8 +31,9 @@ Why this shape:
 * On a CPU with AMX (Intel Sapphire Rapids and later), a llama.cpp built there repacks the weights into
   its AMX buffer, and the first decode of a Q4_K_M model segfaults (ggml-org/llama.cpp#20824; seen on
   this project's 2-core Xeon VM, 2026-12-02). ``_load`` then loads without the extra buffer types
-  (``use_extra_bufts = False``): plain CPU kernels, a little slower, and no crash a user could only
-  read as a dead process. ``model.llama_cpp.extra_buffers = "on"`` forces them back.
+  (``use_extra_bufts = False``): plain CPU kernels (the 1.5B prefilled as fast there, and decoded at
+  ~11 tok/s where other machines did 18–20), and no crash a user could only read as a dead process.
+  ``model.llama_cpp.extra_buffers = "on"`` forces them back.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class LlamaCppBackend:
             if self._llm is not None:
                 return self._llm
             try:
-                from llama_cpp import Llama
+                import llama_cpp  # noqa: F401  (only to say how to install it)
             except ImportError as err:
                 raise BackendError(
                     f"the llama_cpp back-end needs llama-cpp-python: pip install 'chatsum[llama]' ({err})"
@@ -118,17 +119,17 @@ class LlamaCppBackend:
                 raise BackendError(f"model file not found: {self.model_path} (see `chatsum model list`)")
             extra = want_extra_buffers(self.extra_buffers, system_info())
             try:
-                with extra_buffer_types(extra):
-                    self._llm = Llama(
-                        model_path=str(self.model_path),
-                        n_ctx=self.context_length,
-                        n_threads=self.n_threads,
-                        n_threads_batch=self.n_threads,
-                        n_batch=min(self.n_batch, self.context_length),
-                        n_gpu_layers=self.n_gpu_layers,
-                        seed=self.seed,
-                        verbose=False,
-                    )
+                self._llm = open_llama(
+                    extra,
+                    model_path=str(self.model_path),
+                    n_ctx=self.context_length,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    n_batch=min(self.n_batch, self.context_length),
+                    n_gpu_layers=self.n_gpu_layers,
+                    seed=self.seed,
+                    verbose=False,
+                )
                 self.uses_extra_buffers = extra
                 self._formatter = _chat_formatter(self._llm)
                 self._parallel = _allow_sequences(self._llm, MAX_PARALLEL) if self._formatter else 1
@@ -447,28 +448,45 @@ def want_extra_buffers(setting: str, info: str) -> bool:
     return "AMX_INT8 = 1" not in info
 
 
+#: ``extra_buffer_types`` swaps a module global: loads in different back-ends (each with its own lock)
+#: must not interleave, or one would restore the other's swapped function for good.
+_PARAMS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
-def extra_buffer_types(enabled: bool) -> Any:
+def _extra_buffer_types(enabled: bool) -> Any:
     """``Llama()`` has no argument for ``llama_model_params.use_extra_bufts``; it builds its params from
-    ``llama_model_default_params()``, so that is wrapped while the model loads (under ``_lock``)."""
+    ``llama_model_default_params()``, so that is wrapped while the model loads."""
     import llama_cpp.llama as llama_module
 
-    if enabled:
-        yield
-        return
-    lib = llama_module.llama_cpp
-    default = lib.llama_model_default_params
+    with _PARAMS_LOCK:
+        if enabled:
+            yield
+            return
+        lib = llama_module.llama_cpp
+        default = lib.llama_model_default_params
 
-    def params() -> Any:
-        p = default()
-        p.use_extra_bufts = False
-        return p
+        def params() -> Any:
+            p = default()
+            p.use_extra_bufts = False
+            return p
 
-    lib.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        lib.llama_model_default_params = default
+        lib.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = default
+
+
+def open_llama(extra_buffers: bool | None = None, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(**kwargs)``, with the extra buffer types only where they are safe: every
+    ``Llama`` that decodes is opened here (``None``: decided by this build, as ``"auto"``)."""
+    from llama_cpp import Llama
+
+    if extra_buffers is None:
+        extra_buffers = want_extra_buffers("auto", system_info())
+    with _extra_buffer_types(extra_buffers):
+        return Llama(**kwargs)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
