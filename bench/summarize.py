@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
     ap.add_argument("--details", type=Path, default=None, help="also write full per-example reports here")
     ap.add_argument("--embeddings", action="store_true", help="also compute BERTScore / embedding cosine")
+    ap.add_argument(
+        "--candidates", type=int, default=None,
+        help="answers drawn per dialogue, consensus kept (default: config.toml's model.candidates)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     config = load_config(args.config)
+    candidates = args.candidates if args.candidates is not None else config.model.candidates
+    if candidates < 1:
+        ap.error("--candidates must be at least 1")
     examples = load_examples(args.data, limit=args.limit, mode="overall")
     embed = EmbeddingScorer() if args.embeddings else None
     backend = None
@@ -95,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
                 backend = backend_for(config, "llama_cpp", args.model)
             few = run_name == "few-shot"
             summarizer = build_summarizer(
-                backend, language="en", few_shot=few, max_new_tokens=config.model.max_new_tokens
+                backend,
+                language="en",
+                few_shot=few,
+                max_new_tokens=config.model.max_new_tokens,
+                candidates=candidates,
+                candidate_temperature=config.model.candidate_temperature,
             )
             generate = summarizer_generator(summarizer, "overall")
-            info = {"model": backend.model_id, "backend": backend.name, "few_shot": few}
+            info = {"model": backend.model_id, "backend": backend.name, "few_shot": few,
+                    "candidates": candidates}
         run = evaluate(
             examples,
             generate,

@@ -68,6 +68,8 @@ def make_engine(config: Config) -> SummaryEngine:
         language=config.model.language,
         max_new_tokens=config.model.max_new_tokens,
         temperature=config.model.temperature,
+        candidates=config.model.candidates,
+        candidate_temperature=config.model.candidate_temperature,
     )
 
 

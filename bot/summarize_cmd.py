@@ -113,7 +113,9 @@ def run_summarizer(config: Config, selection: Selection, *, mode: str, focus: st
         started = time.perf_counter()
         summarizer = Summarizer(backend, language=config.model.language,
                                 max_new_tokens=config.model.max_new_tokens,
-                                temperature=config.model.temperature)
+                                temperature=config.model.temperature,
+                                candidates=config.model.candidates,
+                                candidate_temperature=config.model.candidate_temperature)
         summary = summarizer.summarize(to_chat_messages(selection.messages), mode=mode, focus=focus)
     console.print(f"[dim]{selection.title}: {selection.what}, {len(selection.messages)} messages, "
                   f"{backend.model_id}, {time.perf_counter() - started:.1f} s[/dim]")

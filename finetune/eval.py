@@ -340,11 +340,27 @@ def backend_for(config: Any, backend: str | None, model: str | None) -> Any:
     return get_backend(config.model_copy(update={"model": mcfg}))
 
 
-def build_summarizer(backend: Any, *, language: str, few_shot: bool, max_new_tokens: int = 1024) -> Any:
-    """The production summarizer; ``few_shot=False`` drops the prompts' in-context examples."""
+def build_summarizer(
+    backend: Any,
+    *,
+    language: str,
+    few_shot: bool,
+    max_new_tokens: int = 1024,
+    candidates: int = 1,
+    candidate_temperature: float = 0.7,
+) -> Any:
+    """The production summarizer; ``few_shot=False`` drops the prompts' in-context examples, and
+    ``candidates`` above 1 keeps the consensus of that many answers (``model.consensus``)."""
     from model.summarizer import Summarizer
 
-    return Summarizer(backend, language=language, few_shot=few_shot, max_new_tokens=max_new_tokens)
+    return Summarizer(
+        backend,
+        language=language,
+        few_shot=few_shot,
+        max_new_tokens=max_new_tokens,
+        candidates=candidates,
+        candidate_temperature=candidate_temperature,
+    )
 
 
 def default_out_dir(config: Any, data: Path, mode: str) -> Path:
@@ -394,7 +410,12 @@ def command(
     lang = language or corpus_language(examples)
     be = backend_for(config, backend, model)
     summarizer = build_summarizer(
-        be, language=language or "auto", few_shot=few_shot, max_new_tokens=config.model.max_new_tokens
+        be,
+        language=language or "auto",
+        few_shot=few_shot,
+        max_new_tokens=config.model.max_new_tokens,
+        candidates=config.model.candidates,
+        candidate_temperature=config.model.candidate_temperature,
     )
     info = {
         "data": str(data),

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.backends.base import Backend, BackendError, Completion, CopyGuard, Turn
+from model.consensus import consensus_index
 from model.injection import InjectionGuard
 from model.language import resolve_language
 from model.owners import own_by_commitment
@@ -116,10 +117,14 @@ class _Usage:
     cut_off: bool = False
     failed_topics: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Which drawn answer each plain-text call kept (0: the first, greedy one).
+    picked: list[int] = field(default_factory=list)
 
-    def add(self, c: Completion) -> None:
+    def add(self, c: Completion, *, same_prompt: bool = False) -> None:
+        """Count one completion; ``same_prompt``: another answer to a prompt already counted."""
         self.calls += 1
-        self.prompt_tokens += c.prompt_tokens
+        if not same_prompt:
+            self.prompt_tokens += c.prompt_tokens
         self.completion_tokens += c.completion_tokens
         self.prefill_tokens += int(c.extra.get("prefill_tokens", 0))
         self.prefill_seconds += float(c.extra.get("prefill_seconds", 0.0))
@@ -133,7 +138,10 @@ class Summarizer:
     ``language`` is ``"auto"`` (detected per window) or a code that forces the summary's language.
     ``few_shot=False`` leaves out the in-context examples (for a fine-tuned model). ``constrained=False``
     does not ask the back-end for schema-constrained decoding (a server without it); the answer is then
-    held to the schema by validation alone.
+    held to the schema by validation alone. ``candidates`` above 1: the plain-text modes draw that many
+    answers (the first at ``temperature``, the rest sampled at ``candidate_temperature``) and keep the one
+    the others agree with most (``model.consensus``; the merge step of a long window stays greedy);
+    ``chatsum`` is not affected.
     """
 
     def __init__(
@@ -145,15 +153,23 @@ class Summarizer:
         few_shot: bool = True,
         temperature: float = 0.0,
         constrained: bool = True,
+        candidates: int = 1,
+        candidate_temperature: float = 0.7,
     ) -> None:
         if max_new_tokens < 16:
             raise ValueError(f"max_new_tokens must be at least 16, got {max_new_tokens}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        if candidates > 1 and candidate_temperature <= 0:
+            raise ValueError("candidate_temperature must be above 0 to draw more than one candidate")
         self.backend = backend
         self.language = language
         self.max_new_tokens = max_new_tokens
         self.few_shot = few_shot
         self.temperature = temperature
         self.constrained = constrained
+        self.candidates = candidates
+        self.candidate_temperature = candidate_temperature
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -227,6 +243,9 @@ class Summarizer:
             meta_extra["drop_details"] = drops.details[:20]
         if usage.notes:
             meta_extra["notes"] = usage.notes
+        if usage.picked:
+            meta_extra["candidates"] = self.candidates
+            meta_extra["picked"] = usage.picked
         summary.meta = SummaryMeta(
             model_id=getattr(self.backend, "model_id", ""),
             backend=getattr(self.backend, "name", ""),
@@ -331,6 +350,32 @@ class Summarizer:
             ) from err
         for c in completions:
             usage.add(c)
+        return completions
+
+    def _draw(self, turns: list[Turn], usage: _Usage, *, max_tokens: int) -> list[Completion]:
+        """``self.candidates`` answers to one prompt: the first at ``temperature`` (greedy by default), the
+        others sampled, each from its own seed, side by side where the back-end batches them."""
+        n = self.candidates
+        temps = [self.temperature] + [self.candidate_temperature] * (n - 1)
+        base = int(getattr(self.backend, "seed", 0) or 0)
+        seeds = [base + i for i in range(n)]
+        many = getattr(self.backend, "complete_many", None)
+        try:
+            if many is not None:
+                completions: list[Completion] = many(
+                    [turns] * n, max_tokens=max_tokens, temperature=temps, seeds=seeds
+                )
+            else:
+                completions = [
+                    self.backend.complete(turns, max_tokens=max_tokens, temperature=t, seed=sd)
+                    for t, sd in zip(temps, seeds, strict=True)
+                ]
+        except BackendError as err:
+            raise SummaryError(
+                f"the {getattr(self.backend, 'name', 'model')} back-end failed: {err}"
+            ) from err
+        for i, c in enumerate(completions):
+            usage.add(c, same_prompt=i > 0)
         return completions
 
     def _ask(
@@ -502,7 +547,19 @@ class Summarizer:
         self, messages: list[ChatMessage], mode: str, language: str, focus: str | None, usage: _Usage
     ) -> tuple[str, bool]:
         turns = build_turns(messages, mode, language, focus, few_shot=self.few_shot)
-        completion = self._complete(turns, usage, max_tokens=self.answer_budget(mode), schema=None)
+        if self.candidates > 1:
+            answers = [
+                clean_text_answer(c.text, cut_off=c.finish_reason == "length")
+                for c in self._draw(turns, usage, max_tokens=self.answer_budget(mode))
+            ]
+            usable = [a for a in answers if a]
+            if usable:
+                pick = consensus_index(usable)
+                usage.picked.append(answers.index(usable[pick]))
+                return usable[pick], False
+            completion = Completion(text="")
+        else:
+            completion = self._complete(turns, usage, max_tokens=self.answer_budget(mode), schema=None)
         text = clean_text_answer(completion.text, cut_off=completion.finish_reason == "length")
         if text:
             return text, False

@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip 
 
 from bot.config import parse_config
 from model.backends import clear_backends, get_backend
-from model.backends.base import Backend, BackendError, CopyGuard, Turn
+from model.backends.base import Backend, BackendError, Completion, CopyGuard, Turn
 from model.backends.llama_cpp_backend import LlamaCppBackend, system_info, want_extra_buffers
 from model.weights import resolve_model
 
@@ -166,3 +166,32 @@ def test_copy_guard_reads_words() -> None:
     five = CopyGuard(sources=("meet at the club 9:15 sharp",), lines=1, span=4)
     assert not five.copies("Ann: Wants to meet at the club", " 9")  # so is a number
     assert five.copies("Ann: Wants to meet at the", " club")
+
+
+def test_complete_many_samples_each_request_from_its_own_seed(smol: LlamaCppBackend) -> None:
+    """Greedy and sampled answers to one prompt, decoded side by side: the greedy one is what ``complete``
+    gives, a seed draws the same answer again, and different seeds draw different answers."""
+    turns = [Turn("system", SYSTEM), Turn("user", "Write one sentence about a cat that likes boxes.")]
+    greedy = smol.complete(turns, max_tokens=24).text
+
+    def draw() -> list[Completion]:
+        return smol.complete_many(
+            [turns] * 4, max_tokens=24, temperature=[0.0, 1.0, 1.0, 1.0], seeds=[0, 11, 12, 13]
+        )
+
+    first, again = draw(), draw()
+    assert first[0].text == greedy
+    assert [c.text for c in again] == [c.text for c in first]  # the same seeds, the same draws
+    assert len({c.text for c in first[1:]}) >= 2, [c.text for c in first]
+    assert all(c.completion_tokens > 0 for c in first)
+    # The shared prompt was evaluated once for all four answers.
+    assert first[0].extra["parallel"] == 4 and first[0].extra["prefill_tokens"] <= first[0].prompt_tokens
+
+
+def test_sampling_respects_the_grammar(smol: LlamaCppBackend) -> None:
+    turns = [Turn("system", SYSTEM), Turn("user", "Pick a colour.")]
+    grammar = 'root ::= ("red" | "green" | "blue") "."'
+    out = smol.complete_many(
+        [turns] * 3, max_tokens=8, grammars=[grammar] * 3, temperature=1.5, seeds=[1, 2, 3]
+    )
+    assert all(c.text in ("red.", "green.", "blue.") for c in out), [c.text for c in out]

@@ -139,3 +139,16 @@ def test_copy_guard_keeps_the_first_lines_from_pasting_a_message(smol: Transform
 def _runs(text: str, n: int) -> set[tuple[str, ...]]:
     words = text.casefold().split()
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_complete_many_samples_each_request_from_its_own_seed(smol: TransformersBackend) -> None:
+    turns = [Turn("system", "Be brief."), Turn("user", "Write one sentence about a cat that likes boxes.")]
+
+    def draw() -> list[str]:
+        out = smol.complete_many([turns] * 3, max_tokens=16, temperature=[0.0, 1.0, 1.0], seeds=[0, 5, 6])
+        return [c.text for c in out]
+
+    first = draw()
+    assert draw() == first  # the same seeds, the same draws
+    assert first[0] == smol.complete(turns, max_tokens=16).text  # temperature 0 is greedy
+    assert first[1] != first[2], first

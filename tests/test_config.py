@@ -44,6 +44,8 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         ("[digest]\ndefault_time = '25:00'\n", "digest.default_time", "HH:MM"),
         ("[digest]\ndefault_timezone = 'Mars/Olympus'\n", "digest.default_timezone", "IANA"),
         ("[model]\nbackend = 'gpt'\n", "model.backend", "llama_cpp"),
+        ("[model]\ncandidates = 0\n", "model.candidates", "greater than or equal to 1"),
+        ("[model]\ncandidate_temperature = 0\n", "model.candidate_temperature", "greater than 0"),
     ],
 )
 def test_bad_config_stops_startup_naming_the_key(tmp_path: Path, toml: str, key: str, hint: str) -> None:

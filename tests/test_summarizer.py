@@ -55,9 +55,11 @@ class ScriptedBackend:
         temperature: float = 0.0,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        seed: int | None = None,
     ) -> Completion:
         self.calls.append(
-            {"turns": turns, "max_tokens": max_tokens, "json_schema": json_schema, "grammar": grammar}
+            {"turns": turns, "max_tokens": max_tokens, "json_schema": json_schema, "grammar": grammar,
+             "temperature": temperature, "seed": seed}
         )
         if not self.replies:
             raise BackendError("script exhausted")
@@ -310,6 +312,48 @@ def test_empty_text_answer_is_retried_once() -> None:
     assert summary.overall == "Bob agreed." and summary.meta.repaired
     with pytest.raises(SummaryError, match="empty summary twice"):
         Summarizer(ScriptedBackend(["", ""])).summarize(CHAT, mode="user")
+
+
+def test_candidates_keep_the_answer_the_others_agree_with() -> None:
+    """The greedy answer is the odd one out here: the consensus of the sampled ones wins, each sample has
+    its own seed, and the prompt is counted once however many answers were drawn."""
+    backend = ScriptedBackend([
+        "Carol likes Thai food.",
+        "Alice and Bob moved the release to Monday.",
+        "Alice and Bob moved the release to Monday at 10am.",
+    ])
+    summary = Summarizer(backend, candidates=3, candidate_temperature=0.8).summarize(CHAT, mode="overall")
+    assert summary.overall.startswith("Alice and Bob moved the release to Monday")
+    assert summary.meta.extra["candidates"] == 3 and summary.meta.extra["picked"] in ([1], [2])
+    assert [c["temperature"] for c in backend.calls] == [0.0, 0.8, 0.8]
+    assert len({c["seed"] for c in backend.calls}) == 3
+    assert backend.calls[0]["turns"] == backend.calls[2]["turns"]  # one prompt, drawn three times
+    assert summary.meta.prompt_tokens == 100 and summary.meta.extra["calls"] == 3
+    assert not summary.meta.repaired
+
+
+def test_empty_candidates_are_passed_over_and_all_empty_is_repaired() -> None:
+    backend = ScriptedBackend(["", "Bob agreed to Monday.", "  "])
+    summary = Summarizer(backend, candidates=3).summarize(CHAT, mode="agent")
+    assert summary.overall == "Bob agreed to Monday." and summary.meta.extra["picked"] == [1]
+    backend = ScriptedBackend(["", "", "Bob agreed."])
+    summary = Summarizer(backend, candidates=2).summarize(CHAT, mode="overall")
+    assert summary.overall == "Bob agreed." and summary.meta.repaired
+    assert backend.calls[2]["temperature"] == 0.0  # the repair is asked greedily
+
+
+def test_candidates_do_not_touch_chatsum() -> None:
+    backend = ScriptedBackend([model(RELEASE, LUNCH)] * 3)
+    summary = Summarizer(backend, candidates=4).summarize(CHAT)
+    assert "candidates" not in summary.meta.extra
+    assert all(c["temperature"] == 0.0 for c in backend.calls)
+
+
+def test_candidate_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="candidates must be at least 1"):
+        Summarizer(ScriptedBackend([]), candidates=0)
+    with pytest.raises(ValueError, match="candidate_temperature"):
+        Summarizer(ScriptedBackend([]), candidates=2, candidate_temperature=0.0)
 
 
 def test_aspect_mode_carries_the_focus() -> None:

@@ -137,6 +137,16 @@ def test_overall_mode_with_a_real_model(smol: LlamaCppBackend) -> None:
     assert summary.meta.mode == "overall" and summary.meta.language == "en"
 
 
+def test_overall_mode_keeps_the_consensus_of_sampled_answers(smol: LlamaCppBackend) -> None:
+    """Three answers decoded side by side over one evaluated prompt; the summary is one of them."""
+    one = Summarizer(smol).summarize(window(OFFICE), mode="overall")
+    three = Summarizer(smol, candidates=3).summarize(window(OFFICE), mode="overall")
+    assert three.overall and three.meta.extra["candidates"] == 3
+    assert three.meta.extra["picked"][0] in (0, 1, 2)
+    assert three.meta.prompt_tokens == one.meta.prompt_tokens  # the prompt counted once
+    assert three.meta.extra["calls"] == 3 and three.meta.completion_tokens > one.meta.completion_tokens / 2
+
+
 def test_summarize_command_prints_plain_text_unless_asked_for_markdown(
     smol_path: Path, tmp_path: Path
 ) -> None:

@@ -5,9 +5,12 @@ Kept deliberately small (in the spirit of simonw/llm): prompts, validation and m
 offer ``complete_many(requests, *, max_tokens, grammars, temperature)`` — several conversations answered
 together (the llama.cpp back-end decodes them side by side over their shared prefix); the summarizer uses
 it for chatsum's per-topic questions when it is there, and asks one after the other when it is not.
-``complete_many`` may take ``guards``: a ``CopyGuard`` (or None) per request, which a back-end that picks
-each token itself honours (llama.cpp in its decoding loop, transformers through a logits processor) and
-any other may ignore (an OpenAI-compatible server picks its tokens out of our reach).
+Its ``temperature`` may be one per request, and ``seeds`` gives each sampled request its own random
+stream: the plain modes draw several answers to one prompt that way and keep the one the others agree
+with most (``model.consensus``). ``complete_many`` may take ``guards``: a ``CopyGuard`` (or None) per
+request, which a back-end that picks each token itself honours (llama.cpp in its decoding loop,
+transformers through a logits processor) and any other may ignore (an OpenAI-compatible server picks its
+tokens out of our reach).
 """
 
 from __future__ import annotations
@@ -102,6 +105,21 @@ def per_request(
     return budgets, gbnfs, copy_guards
 
 
+def per_request_sampling(
+    n: int, temperature: float | Sequence[float], seeds: Sequence[int] | None, default_seed: int
+) -> tuple[list[float], list[int]]:
+    """A temperature and a seed per request; without ``seeds``, request i draws with ``default_seed + i``
+    so that two sampled answers to the same prompt are never the same draw."""
+    if isinstance(temperature, int | float):
+        temps = [float(temperature)] * n
+    else:
+        temps = [float(t) for t in temperature]
+    seed_list = list(seeds) if seeds is not None else [default_seed + i for i in range(n)]
+    if len(temps) != n or len(seed_list) != n:
+        raise ValueError("complete_many needs one temperature and one seed per request")
+    return temps, seed_list
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
@@ -117,10 +135,12 @@ class Backend(Protocol):
         temperature: float = 0.0,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        seed: int | None = None,
     ) -> Completion:
         """Generate the assistant's reply; with ``json_schema`` or ``grammar`` (GBNF, as llama.cpp reads
         it), constrain decoding to it where the back-end can; one that cannot answers unconstrained and
-        validation holds the answer to the format."""
+        validation holds the answer to the format. ``seed`` (None: the back-end's own) seeds sampling
+        when ``temperature`` is above 0."""
         ...
 
     def count_tokens(self, text: str) -> int:

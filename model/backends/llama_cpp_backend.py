@@ -45,10 +45,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn, per_request
+from model.backends.base import (
+    MAX_PASSED_OVER,
+    BackendError,
+    Completion,
+    CopyGuard,
+    Turn,
+    per_request,
+    per_request_sampling,
+)
 
 GRAMMAR_CACHE_SIZE = 32
 #: Most conversations ``complete_many`` decodes side by side (chatsum asks at most five topics at once).
@@ -185,6 +194,7 @@ class LlamaCppBackend:
         temperature: float = 0.0,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        seed: int | None = None,
     ) -> Completion:
         with self._lock:
             llm = self._load()
@@ -205,8 +215,10 @@ class LlamaCppBackend:
                     messages=messages,
                     max_tokens=max_tokens,
                     temperature=temperature,
-                    top_k=1 if temperature == 0 else 40,
-                    seed=self.seed,
+                    top_k=1 if temperature == 0 else TOP_K,
+                    top_p=TOP_P,
+                    min_p=MIN_P,
+                    seed=self.seed if seed is None else seed,
                     stop=stop or [],
                     grammar=grammar_obj,
                 )
@@ -239,28 +251,34 @@ class LlamaCppBackend:
         *,
         max_tokens: int | Sequence[int],
         grammars: Sequence[str | None] | None = None,
-        temperature: float = 0.0,
+        temperature: float | Sequence[float] = 0.0,
         guards: Sequence[CopyGuard | None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         """Several conversations answered together, decoded side by side over their shared prefix.
 
-        Greedy only; with a temperature, or a chat template we cannot render ourselves, the requests are
-        answered one after the other by ``complete`` (and ``guards`` are not applied).
+        A request with a temperature above 0 samples (top-k, top-p and min-p as ``complete`` does) from
+        its own seeded stream. With a chat template we cannot render ourselves the requests are answered
+        one after the other by ``complete`` (and ``guards`` are not applied).
         """
         n = len(requests)
         budgets, gbnfs, copy_guards = per_request(n, max_tokens, grammars, guards)
+        temps, seed_list = per_request_sampling(n, temperature, seeds, self.seed)
         with self._lock:
             self._load()
-            if temperature != 0 or self._formatter is None or n == 0:
+            if self._formatter is None or n == 0:
                 return [
-                    self.complete(list(t), max_tokens=b, grammar=g, temperature=temperature)
-                    for t, b, g in zip(requests, budgets, gbnfs, strict=True)
+                    self.complete(list(t), max_tokens=b, grammar=g, temperature=tt, seed=sd)
+                    for t, b, g, tt, sd in zip(requests, budgets, gbnfs, temps, seed_list, strict=True)
                 ]
             out: list[Completion] = []
             for i in range(0, n, self._parallel):
                 part = slice(i, i + self._parallel)
+                sampling = list(zip(temps[part], seed_list[part], strict=True))
                 out.extend(
-                    self._generate(list(requests[part]), gbnfs[part], budgets[part], copy_guards[part])
+                    self._generate(
+                        list(requests[part]), gbnfs[part], budgets[part], copy_guards[part], sampling
+                    )
                 )
             return out
 
@@ -281,6 +299,7 @@ class LlamaCppBackend:
         grammars: Sequence[str | None],
         budgets: Sequence[int],
         guards: Sequence[CopyGuard | None] | None = None,
+        sampling: Sequence[tuple[float, int]] | None = None,
     ) -> list[Completion]:
         import llama_cpp
         import numpy as np
@@ -292,6 +311,9 @@ class LlamaCppBackend:
         n_vocab = int(llm.n_vocab())
         n = len(requests)
         guards = list(guards) if guards is not None else [None] * n
+        draws = [
+            _Draw(t, np.random.default_rng(sd)) if t > 0 else None for t, sd in (sampling or [(0.0, 0)] * n)
+        ]
         prompts = [self._prompt_tokens(t) for t in requests]
         for p in prompts:
             if len(p) + 1 > self.context_length:
@@ -309,9 +331,12 @@ class LlamaCppBackend:
             self.context_length
         ):
             half = n // 2
+            both = list(sampling) if sampling is not None else None
             return self._generate(
-                requests[:half], grammars[:half], budgets[:half], guards[:half]
-            ) + self._generate(requests[half:], grammars[half:], budgets[half:], guards[half:])
+                requests[:half], grammars[:half], budgets[:half], guards[:half], both and both[:half]
+            ) + self._generate(
+                requests[half:], grammars[half:], budgets[half:], guards[half:], both and both[half:]
+            )
         have = llm.input_ids[: llm.n_tokens].tolist()
         reuse = min(_common_prefix(have, prompts[0]), common)
         cached_before = int(llm.n_tokens)
@@ -357,7 +382,12 @@ class LlamaCppBackend:
                 for i in active:
                     tracker = lines[i]
                     banned = tracker.would_copy if tracker is not None and tracker.active else None
-                    tok = _pick(logits[i], samplers[i], banned)
+                    draw = draws[i]
+                    tok = (
+                        draw.pick(logits[i], samplers[i], banned)
+                        if draw is not None
+                        else _pick(logits[i], samplers[i], banned)
+                    )
                     if llama_cpp.llama_vocab_is_eog(vocab, tok):
                         continue
                     generated[i].append(tok)
@@ -636,6 +666,44 @@ def _pick(logits: Any, sampler: _GrammarSampler | None, banned: Callable[[int], 
     if sampler is not None:
         sampler.accept(tok)
     return tok
+
+
+#: Sampling as llama-cpp-python's ``create_chat_completion`` does by default (and ``complete`` here).
+TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+
+
+@dataclass(slots=True)
+class _Draw:
+    """One sampled sequence's temperature and random stream, for our decoding loop."""
+
+    temperature: float
+    rng: Any  # numpy.random.Generator
+
+    def pick(self, logits: Any, sampler: _GrammarSampler | None, banned: Callable[[int], bool] | None) -> int:
+        """A token drawn from the top ``TOP_K``, cut by ``MIN_P`` and ``TOP_P``, among those the grammar
+        and the copy guard allow; the greedy choice when they allow none of them."""
+        import numpy as np
+
+        top = np.argpartition(logits, -TOP_K)[-TOP_K:]
+        top = top[np.argsort(-logits[top])]
+        keep = [
+            int(t)
+            for t in top
+            if (sampler is None or sampler.allows(int(t), float(logits[t])))
+            and not (banned is not None and banned(int(t)))
+        ]
+        if not keep:
+            return _pick(logits, sampler, banned)
+        z = np.asarray(logits[keep], dtype=np.float64) / self.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        cut = p >= MIN_P * p[0]
+        cut &= np.concatenate(([True], np.cumsum(p)[:-1] < TOP_P))
+        p = np.where(cut, p, 0.0)
+        tok = keep[int(self.rng.choice(len(keep), p=p / p.sum()))]
+        if sampler is not None:
+            sampler.accept(tok)
+        return tok
 
 
 def _perf_reset(llm: Any) -> None:

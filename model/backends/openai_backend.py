@@ -137,6 +137,7 @@ class OpenAIBackend:
         temperature: float = 0.0,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        seed: int | None = None,
     ) -> Completion:
         payload: dict[str, Any] = {
             "messages": [{"role": t.role, "content": t.content} for t in turns],
@@ -148,8 +149,8 @@ class OpenAIBackend:
             payload["model"] = self._model
         if stop:
             payload["stop"] = stop
-        if self.seed is not None:
-            payload["seed"] = self.seed
+        if seed is not None or self.seed is not None:
+            payload["seed"] = seed if seed is not None else self.seed
         constrained = (json_schema is not None or grammar is not None) and self.use_json_schema
         if constrained and json_schema is not None:
             payload["response_format"] = {

@@ -28,7 +28,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.backends.base import MAX_PASSED_OVER, BackendError, Completion, CopyGuard, Turn, per_request
+from model.backends.base import (
+    MAX_PASSED_OVER,
+    BackendError,
+    Completion,
+    CopyGuard,
+    Turn,
+    per_request,
+    per_request_sampling,
+)
 
 DEFAULT_CONTEXT = 4096
 
@@ -172,6 +180,7 @@ class TransformersBackend:
         stop: list[str] | None = None,
         grammar: str | None = None,
         guard: CopyGuard | None = None,
+        seed: int | None = None,
     ) -> Completion:
         import torch
 
@@ -198,7 +207,7 @@ class TransformersBackend:
                 "attention_mask": attention_mask,
             }
             if temperature > 0:
-                torch.manual_seed(self.seed)
+                torch.manual_seed(self.seed if seed is None else seed)
                 gen.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
             else:
                 gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -243,14 +252,18 @@ class TransformersBackend:
         *,
         max_tokens: int | Sequence[int],
         grammars: Sequence[str | None] | None = None,
-        temperature: float = 0.0,
+        temperature: float | Sequence[float] = 0.0,
         guards: Sequence[CopyGuard | None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         """The requests one after the other, each with its ``CopyGuard``; grammars are not enforced."""
         budgets, gbnfs, copy_guards = per_request(len(requests), max_tokens, grammars, guards)
+        temps, seed_list = per_request_sampling(len(requests), temperature, seeds, self.seed)
         return [
-            self.complete(list(t), max_tokens=b, grammar=g, temperature=temperature, guard=c)
-            for t, b, g, c in zip(requests, budgets, gbnfs, copy_guards, strict=True)
+            self.complete(list(t), max_tokens=b, grammar=g, temperature=tt, guard=c, seed=sd)
+            for t, b, g, c, tt, sd in zip(
+                requests, budgets, gbnfs, copy_guards, temps, seed_list, strict=True
+            )
         ]
 
     def count_tokens(self, text: str) -> int:
