@@ -83,7 +83,7 @@ class ModelConfig(_Section):
     language: str = Field(default="auto", description="'auto' (detect) or a language code such as en, zh.")
     max_new_tokens: Annotated[int, Field(ge=16, le=32768)] = 1024
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
-    candidates: Annotated[int, Field(ge=1, le=8)] = 5
+    candidates: Annotated[int, Field(ge=1, le=8)] = 8
     candidate_temperature: Annotated[float, Field(gt=0, le=2)] = 0.7
     seed: int = 0
     llama_cpp: LlamaCppConfig = LlamaCppConfig()
