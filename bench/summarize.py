@@ -1,12 +1,14 @@
 """SAMSum benchmark of the embedded default: Lead-3, zero-shot and few-shot side by side.
 
-    python bench/summarize.py                 # first 200 validation dialogues, about 15 min on 2 cores
+    python bench/summarize.py                 # first 200 validation dialogues, about 50 min on 2 cores
     python bench/summarize.py --limit 10      # a quick check
+    python bench/summarize.py --candidates 1  # one greedy answer a dialogue instead of the consensus
 
 Runs the production ``Summarizer`` in ``overall`` mode on ``../shared/data/samsum/validation.jsonl``
 (research-only data, read in place and never copied), twice on one back-end instance: once without
 and once with the prompts' in-context examples (written by us, see ``model/prompt_examples.py``).
-Lead-3 (the first three messages) is the classic baseline. All three are scored by
+Both prompted runs keep the consensus of ``model.candidates`` answers a dialogue (``model.consensus``),
+as the product does. Lead-3 (the first three messages) is the classic baseline. All three are scored by
 ``finetune.eval`` (rouge-score F1 with the Porter stemmer, sacrebleu BLEU) so the numbers compare
 with the issue's target of ROUGE-1/2/L = 46/21/37.
 
