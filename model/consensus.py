@@ -15,13 +15,10 @@ ROUGE-1 counts, computed here so that inference does not depend on the evaluatio
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+from model.validate import text_words
 
 
 def _stem(word: str) -> str:
@@ -35,11 +32,8 @@ def _stem(word: str) -> str:
 
 
 def unigrams(text: str) -> Counter[str]:
-    """The text's words, casefolded and stemmed, with CJK characters counted one by one."""
-    norm = unicodedata.normalize("NFKC", text).casefold()
-    words = _CJK.findall(norm)
-    words += [_stem(w) for w in _WORD.findall(_CJK.sub(" ", norm))]
-    return Counter(words)
+    """The text's words (``model.validate.text_words``: CJK characters one by one), stemmed."""
+    return Counter(_stem(w) for w in text_words(text))
 
 
 def overlap_f1(a: Counter[str], b: Counter[str]) -> float:

@@ -588,19 +588,20 @@ def topic_weight(topic: Topic) -> int:
 # Quality signal: is a view a copied message?
 
 
-def _words(text: str) -> list[str]:
+def text_words(text: str) -> list[str]:
+    """Casefolded words, with each CJK character a word of its own (Chinese has no spaces to split at)."""
     norm = unicodedata.normalize("NFKC", text).casefold()
     return _CJK_CHAR.findall(norm) + _WORD.findall(_CJK_CHAR.sub(" ", norm))
 
 
 def view_copy_ratio(view: str, messages: Sequence[ChatMessage]) -> float:
     """Largest share of the view's words (CJK: characters) that one single message contains."""
-    words = _words(view)
+    words = text_words(view)
     if not words:
         return 0.0
     best = 0.0
     for m in messages:
-        pool = set(_words(m.text))
+        pool = set(text_words(m.text))
         if pool:
             best = max(best, sum(1 for w in words if w in pool) / len(words))
     return best

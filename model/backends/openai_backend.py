@@ -149,8 +149,9 @@ class OpenAIBackend:
             payload["model"] = self._model
         if stop:
             payload["stop"] = stop
-        if seed is not None or self.seed is not None:
-            payload["seed"] = seed if seed is not None else self.seed
+        seed = self.seed if seed is None else seed
+        if seed is not None:
+            payload["seed"] = seed
         constrained = (json_schema is not None or grammar is not None) and self.use_json_schema
         if constrained and json_schema is not None:
             payload["response_format"] = {
