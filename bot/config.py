@@ -58,6 +58,11 @@ class LlamaCppConfig(_Section):
         default="auto",
         description="llama.cpp's repacking/AMX weight buffers; auto = off on AMX CPUs, where they crash.",
     )
+    prefix_cache_mb: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        default=512,
+        description="Disk kept for evaluated instruction prefixes (<data_dir>/prefix-cache), so a new "
+        "process starts warm; 0 = off.",
+    )
 
 
 class TransformersConfig(_Section):

@@ -509,6 +509,8 @@ def build_turns(
         for ex_messages, ex_focus, target in _examples(mode, language):
             turns.append(Turn("user", _final_user_turn(ex_messages, mode, language, ex_focus)))
             turns.append(Turn("assistant", target))
+    # Everything so far depends only on (mode, language, few_shot): the back-end may keep it evaluated.
+    turns[-1] = Turn(turns[-1].role, turns[-1].content, cache=True)
     turns.append(
         Turn("user", _final_user_turn(messages, mode, language, focus if mode == "aspect" else None))
     )

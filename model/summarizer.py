@@ -112,6 +112,8 @@ class _Usage:
     completion_tokens: int = 0
     prefill_tokens: int = 0
     prefill_seconds: float = 0.0
+    #: Prompt tokens whose evaluated state a back-end read back instead of evaluating (llama.cpp, disk).
+    restored_prefix_tokens: int = 0
     decode_tokens: int = 0
     decode_seconds: float = 0.0
     cut_off: bool = False
@@ -128,6 +130,7 @@ class _Usage:
         self.completion_tokens += c.completion_tokens
         self.prefill_tokens += int(c.extra.get("prefill_tokens", 0))
         self.prefill_seconds += float(c.extra.get("prefill_seconds", 0.0))
+        self.restored_prefix_tokens += int(c.extra.get("restored_prefix_tokens", 0))
         self.decode_tokens += int(c.extra.get("decode_tokens", 0))
         self.decode_seconds += float(c.extra.get("decode_seconds", 0.0))
 
@@ -228,6 +231,7 @@ class Summarizer:
             calls=usage.calls,
             prefill_tokens=usage.prefill_tokens,
             prefill_seconds=round(usage.prefill_seconds, 3),
+            restored_prefix_tokens=usage.restored_prefix_tokens,
             decode_tokens=usage.decode_tokens,
             decode_seconds=round(usage.decode_seconds, 3),
             cut_off=usage.cut_off,

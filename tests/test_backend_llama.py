@@ -195,3 +195,74 @@ def test_sampling_respects_the_grammar(smol: LlamaCppBackend) -> None:
         [turns] * 3, max_tokens=8, grammars=[grammar] * 3, temperature=1.5, seeds=[1, 2, 3]
     )
     assert all(c.text in ("red.", "green.", "blue.") for c in out), [c.text for c in out]
+
+
+# -- evaluated prefixes kept on disk -----------------------------------------------------------------
+
+LONG_SYSTEM = SYSTEM * 3  # past llama_prefix_cache.MIN_TOKENS
+
+
+def _marked(question: str, system: str = LONG_SYSTEM) -> list[Turn]:
+    return [Turn("system", system, cache=True), Turn("user", question)]
+
+
+def _fresh(smol_path: Path, store: Path, limit_mb: int = 512) -> LlamaCppBackend:
+    """A new back-end, as a new process has: its own model and an empty KV cache."""
+    return LlamaCppBackend(
+        smol_path, n_ctx=1024, n_threads=THREADS, prefix_cache_dir=store, prefix_cache_mb=limit_mb
+    )
+
+
+def test_a_marked_prefix_is_stored_and_a_new_process_starts_from_it(smol_path: Path, tmp_path: Path) -> None:
+    store = tmp_path / "prefix-cache"
+    cold = _fresh(smol_path, store).complete_many([_marked("Who leads the release?")], max_tokens=6)[0]
+    assert cold.extra["restored_prefix_tokens"] == 0
+    assert len(list(store.glob("*.kv"))) == 1
+
+    warm = _fresh(smol_path, store).complete_many([_marked("Who leads the release?")], max_tokens=6)[0]
+    restored = warm.extra["restored_prefix_tokens"]
+    assert restored >= 256 and restored < warm.prompt_tokens
+    assert warm.extra["prefill_tokens"] == cold.extra["prefill_tokens"] - restored
+    assert warm.text == cold.text  # the same state: the same greedy answer
+
+    # Another question after the same instructions re-uses the file too; unmarked turns store nothing.
+    other = _fresh(smol_path, store).complete_many([_marked("When is the deploy?")], max_tokens=4)[0]
+    assert other.extra["restored_prefix_tokens"] == restored
+    plain = _fresh(smol_path, store).complete_many(
+        [[Turn("system", LONG_SYSTEM + " Be brief."), Turn("user", "Hi")]], max_tokens=2
+    )[0]
+    assert plain.extra["restored_prefix_tokens"] == 0 and len(list(store.glob("*.kv"))) == 1
+
+
+def test_a_broken_stored_prefix_is_evaluated_again_and_replaced(smol_path: Path, tmp_path: Path) -> None:
+    store = tmp_path / "prefix-cache"
+    good = _fresh(smol_path, store).complete_many([_marked("Who leads the release?")], max_tokens=6)[0]
+    (path,) = store.glob("*.kv")
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size // 3])  # a disk that filled up, a killed copy
+
+    again = _fresh(smol_path, store).complete_many([_marked("Who leads the release?")], max_tokens=6)[0]
+    assert again.extra["restored_prefix_tokens"] == 0
+    assert again.text == good.text and again.extra["prefill_tokens"] == good.extra["prefill_tokens"]
+    assert path.stat().st_size == size  # stored anew, whole
+
+
+def test_stored_prefixes_stay_under_the_limit(smol_path: Path, tmp_path: Path) -> None:
+    store = tmp_path / "prefix-cache"
+    backend = _fresh(smol_path, store, limit_mb=1)  # less than one prefix of SmolLM2 (~20 kB a token)
+    backend.complete_many([_marked("Hi")], max_tokens=1)
+    (first,) = store.glob("*.kv")
+    backend.complete_many([_marked("Hi", LONG_SYSTEM + " Answer in English.")], max_tokens=1)
+    (second,) = store.glob("*.kv")  # the older one made room; the newest stays even alone over the limit
+    assert second != first
+
+
+def test_the_prefix_store_follows_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSUM_DATA_DIR", str(tmp_path))
+    clear_backends()
+    on = get_backend(parse_config({"model": {"llama_cpp": {"model": "smollm2-135m"}}}))
+    assert isinstance(on, LlamaCppBackend) and on.prefix_cache is not None
+    assert on.prefix_cache.directory == tmp_path / "prefix-cache"
+    off = get_backend(parse_config({"model": {"llama_cpp": {"model": "smollm2-135m", "prefix_cache_mb": 0}}}))
+    assert isinstance(off, LlamaCppBackend) and off.prefix_cache is None
+    clear_backends()

@@ -114,6 +114,10 @@ def test_prefix_is_stable_across_chats_so_the_kv_cache_is_reused(mode: str) -> N
     b = build_turns(other, mode, "en", focus="lunch")
     assert a[:-1] == b[:-1]
     assert a[-1] != b[-1]
+    # The stable part is marked for back-ends that keep it beyond the process (llama.cpp, on disk).
+    assert [i for i, t in enumerate(a) if t.cache] == [len(a) - 2]
+    tuned = build_turns(ALICE_BOB, mode, "en", focus="lunch", few_shot=False)
+    assert [t.cache for t in tuned] == [True, False]
 
 
 def test_overall_mode_shows_twelve_examples_written_for_the_project() -> None:

@@ -88,6 +88,24 @@ def test_chatsum_output_is_schema_valid_and_grounded(smol: LlamaCppBackend) -> N
     assert all(p.view.startswith(verbs) for t in summary.topics for p in t.participants)
 
 
+def test_a_new_process_reads_the_chatsum_instructions_from_disk(smol_path: Path, tmp_path: Path) -> None:
+    """``chatsum summarize`` is a new process each time: the second one starts from the stored prefix."""
+    messages = window(OFFICE)
+
+    def run() -> Summary:
+        backend = LlamaCppBackend(
+            smol_path, n_ctx=4096, n_threads=THREADS, seed=0, prefix_cache_dir=tmp_path / "prefix-cache"
+        )
+        return Summarizer(backend, max_new_tokens=400).summarize(messages)
+
+    first, second = run(), run()
+    assert first.meta.extra["restored_prefix_tokens"] == 0
+    restored = second.meta.extra["restored_prefix_tokens"]
+    assert restored > 256  # the system prompt and the worked example
+    assert second.meta.extra["prefill_tokens"] == first.meta.extra["prefill_tokens"] - restored
+    assert second.model_dump(exclude={"meta"}) == first.model_dump(exclude={"meta"})
+
+
 def test_invented_refs_in_real_output_are_dropped_and_counted(smol: LlamaCppBackend) -> None:
     """Whatever refs the model writes, only refs into the window survive, and every drop is counted.
 

@@ -55,6 +55,8 @@ def build_backend(config: Config, *, progress: ProgressFn | None = None) -> Back
             seed=config.model.seed,
             extra_buffers=lc.extra_buffers,
             model_id=lc.model if lc.model in BUILTIN_MODELS else Path(lc.model).stem,
+            prefix_cache_dir=Path(config.data_dir) / "prefix-cache",
+            prefix_cache_mb=lc.prefix_cache_mb,
         )
     if kind == "transformers":
         from model.backends.transformers_backend import TransformersBackend

@@ -28,6 +28,10 @@ class BackendError(Exception):
 class Turn:
     role: str  # system | user | assistant
     content: str
+    #: The conversation up to the end of this turn is the same for many calls (instructions, in-context
+    #: examples): a back-end may keep its evaluated state beyond this process (llama.cpp stores it on
+    #: disk), like a cache breakpoint in a hosted API. Only the last marked turn counts; others ignore it.
+    cache: bool = False
 
 
 @dataclass(slots=True)

@@ -27,6 +27,10 @@ Why this shape:
   the sum. The context is created with ``MAX_PARALLEL`` sequences for this.
 * A ``CopyGuard`` given to ``complete_many`` is applied in the same loop: a token that would extend a
   verbatim run of the chat in the guarded lines (chatsum's views) is passed over for the next best.
+* The KV cache dies with the process, and every ``chatsum summarize`` is a new one: with a
+  ``prefix_cache_dir``, the conversation up to the last ``Turn`` marked ``cache`` (the instructions and
+  in-context examples) is evaluated once, stored on disk and read back by later processes
+  (``model.backends.llama_prefix_cache``); ``Completion.extra["restored_prefix_tokens"]`` says how many.
 * One lock serialises calls: a ``Llama`` context is not thread-safe, and the bot calls from worker threads.
 * On a CPU with AMX (Intel Sapphire Rapids and later), a llama.cpp built there repacks the weights into
   its AMX buffer, and the first decode of a Q4_K_M model segfaults (ggml-org/llama.cpp#20824; seen on
@@ -58,6 +62,7 @@ from model.backends.base import (
     per_request,
     per_request_sampling,
 )
+from model.backends.llama_prefix_cache import MIN_TOKENS, PrefixCache
 
 GRAMMAR_CACHE_SIZE = 32
 #: Most conversations ``complete_many`` decodes side by side (chatsum asks at most five topics at once).
@@ -86,6 +91,8 @@ class LlamaCppBackend:
         model_id: str | None = None,
         n_batch: int = 512,
         extra_buffers: str = "auto",
+        prefix_cache_dir: str | Path | None = None,
+        prefix_cache_mb: int = 512,
     ) -> None:
         self.model_path = Path(model_path)
         self.model_id = model_id or self.model_path.stem
@@ -97,6 +104,11 @@ class LlamaCppBackend:
         if extra_buffers not in ("auto", "on", "off"):
             raise ValueError(f"extra_buffers must be auto, on or off, not {extra_buffers!r}")
         self.extra_buffers = extra_buffers
+        self.prefix_cache = (
+            PrefixCache(prefix_cache_dir, self.model_path, limit_mb=prefix_cache_mb)
+            if prefix_cache_dir is not None and prefix_cache_mb > 0
+            else None
+        )
         #: Whether the loaded model uses llama.cpp's extra (repacking / AMX) buffer types.
         self.uses_extra_buffers: bool | None = None
         self._llm: Any = None
@@ -340,6 +352,16 @@ class LlamaCppBackend:
         have = llm.input_ids[: llm.n_tokens].tolist()
         reuse = min(_common_prefix(have, prompts[0]), common)
         cached_before = int(llm.n_tokens)
+        start = time.perf_counter()  # a prefix read from disk counts as prefill time
+        stored = self._stored_prefix(requests[0], prompts[0], common)
+        restored = 0
+        if stored > reuse and self.prefix_cache is not None:
+            llama_cpp.llama_memory_seq_rm(mem, -1, -1, -1)
+            llm.n_tokens = reuse = 0
+            if self.prefix_cache.load(ctx, prompts[0][:stored]):
+                llm.input_ids[:stored] = prompts[0][:stored]
+                llm.n_tokens = reuse = restored = stored
+        evaluated_from = reuse
         samplers = [_GrammarSampler(vocab, g) if g else None for g in grammars]
         lines = [_LineTracker(llm, g) if g is not None else None for g in guards]
         generated: list[list[int]] = [[] for _ in range(n)]
@@ -348,10 +370,13 @@ class LlamaCppBackend:
         prefill_tokens = steps = 0
         prefill_seconds = decode_seconds = 0.0
         done = False
-        start = time.perf_counter()
         batch = llama_cpp.llama_batch_init(max(llm.n_batch, n), 0, max(n, 1))
         try:
             llm.n_tokens = reuse
+            if stored > reuse and self.prefix_cache is not None:  # evaluated here once, then kept on disk
+                llm.eval(prompts[0][reuse:stored])  # also drops everything past ``reuse``
+                self.prefix_cache.save(ctx, prompts[0][:stored])
+                reuse = stored
             if common > reuse:
                 llm.eval(prompts[0][reuse:common])  # also drops everything past ``reuse``
             else:
@@ -374,7 +399,7 @@ class LlamaCppBackend:
                         llama_cpp.llama_get_logits_ith(ctx, k), shape=(n_vocab,)
                     ).copy()
             prefill_seconds = time.perf_counter() - start
-            prefill_tokens = common - reuse + len(entries)
+            prefill_tokens = common - evaluated_from + len(entries)
             active = list(range(n))
             decode_start = time.perf_counter()
             while active:
@@ -435,6 +460,7 @@ class LlamaCppBackend:
             if i == 0:  # the shared work is counted once, on the first answer
                 extra.update(
                     cached_tokens_before=cached_before,
+                    restored_prefix_tokens=restored,
                     prefill_tokens=prefill_tokens,
                     prefill_seconds=prefill_seconds,
                     prefill_tokens_per_s=prefill_tokens / prefill_seconds if prefill_seconds > 0 else 0.0,
@@ -456,6 +482,17 @@ class LlamaCppBackend:
                 )
             )
         return out
+
+    def _stored_prefix(self, turns: Sequence[Turn], prompt: Sequence[int], common: int) -> int:
+        """How many of ``prompt``'s tokens the last ``cache``-marked turn closes (0: none, or too few)."""
+        if self.prefix_cache is None:
+            return 0
+        marked = [i for i, t in enumerate(turns) if t.cache]
+        if not marked:
+            return 0
+        head = self._prompt_tokens(turns[: marked[-1] + 1])  # ends in a generation prompt: cut below
+        n = min(_common_prefix(head, prompt), common)
+        return n if n >= MIN_TOKENS else 0
 
     def count_tokens(self, text: str) -> int:
         if not text:
