@@ -266,3 +266,13 @@ def test_the_prefix_store_follows_the_config(tmp_path: Path, monkeypatch: pytest
     off = get_backend(parse_config({"model": {"llama_cpp": {"model": "smollm2-135m", "prefix_cache_mb": 0}}}))
     assert isinstance(off, LlamaCppBackend) and off.prefix_cache is None
     clear_backends()
+
+
+def test_a_store_that_cannot_be_written_only_costs_the_saving(smol_path: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the store's directory would go")
+    turns = _marked("Who leads the release?")
+    first = _fresh(smol_path, blocked / "prefix-cache").complete_many([turns], max_tokens=4)[0]
+    assert first.text and first.extra["restored_prefix_tokens"] == 0
+    again = _fresh(smol_path, blocked / "prefix-cache").complete_many([turns], max_tokens=4)[0]
+    assert again.text == first.text and again.extra["restored_prefix_tokens"] == 0
