@@ -17,7 +17,7 @@ Reported per model: p50/p95 seconds end to end (``Summarizer.summarize``, model 
 prefill and decode tokens/s (llama.cpp's own counters), peak RSS, topic count vs planted, views per
 topic vs speakers, the share of copied views, and whether the JSON was cut off.
 
-    python bench/chatsum_latency.py                       # 1.5B and 0.5B, 5 runs each
+    python bench/chatsum_latency.py                       # 1.5B and 0.5B: a cold run, then 5 timed
     python bench/chatsum_latency.py --models qwen2.5-coder-0.5b --runs 3 --json /tmp/out.json
 """
 
