@@ -116,6 +116,10 @@ class Evidence:
         telling word with it, else the summed rarity of those it shares."""
         return sum(self._idf.get(w, 0.0) for w in terms & self.words.get(ref, set()))
 
+    def telling(self, ref: int) -> int:
+        """How many telling words message ``ref`` has (0: nothing that could tie it to a topic)."""
+        return sum(1 for w in self.words.get(ref, set()) if w in self._idf)
+
     def backs(self, terms: set[str], ref: int) -> bool:
         return self.support(terms, ref) > 0
 

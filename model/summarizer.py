@@ -18,6 +18,14 @@ Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the 
   topics, each listing all four people with the same recycled views, 675 tokens; over a 200-message
   window it copied 14 of 14 views verbatim from messages. Two steps gave 3 topics for the 3 subjects,
   distinct views, none copied, 481 tokens (JSON then; the line format is ~25% fewer tokens).
+* **The subjects the plan left out.** The 1.5B's plans often list the details of one subject as topics
+  ("Seating plan", "Parking", "Wifi" of one office move) and leave others out. After step 2, the
+  messages that no topic cites or shares a telling word with are found (``model.validate.uncovered``);
+  when they are at least ``MISSED_MIN`` and ``MISSED_SHARE`` of the window, step 1 is asked again for
+  those messages only, quoted after the chat (``model.prompts.build_missed_turns``: the chat stays the
+  cached prefix), and step 2 describes what it adds. Past ``MAX_TOPICS`` the topics that together cover
+  the most messages are kept (``most_covering``), so five pieces of one subject do not push a whole
+  subject out.
 * **Validation, one repair, then ``SummaryError``.** A shape error goes back to the model with the
   conversation so far (a cached prefix, so the retry pays only for its answer). An answer cut off at
   the token limit is retried once asking for a shorter one; if that is cut off too, its complete topics
@@ -50,16 +58,21 @@ from model.language import resolve_language
 from model.owners import own_by_commitment
 from model.prompts import (
     MAX_TOPICS,
+    MISSED_MAX_TOPICS,
+    MISSED_QUOTED,
     PROMPT_VERSION,
     TEXT_MODES,
     build_group_turns,
     build_merge_turns,
+    build_missed_turns,
     build_repair_turns,
     build_topic_turns,
     build_turns,
     content_messages,
+    extend_plan,
     format_dialogue,
     group_schema,
+    missed_grammar,
     name_text,
     participants,
     plan_grammar,
@@ -71,16 +84,19 @@ from model.validate import (
     Drops,
     OutputError,
     RawChatSum,
+    RawPlan,
     RawTopic,
     copied_views,
     ground_topics,
     merge_similar_topics,
     merge_topics,
+    most_covering,
     parse_groups,
     parse_plan,
     parse_topic_answer,
     salvage_cut_off,
-    topic_weight,
+    title_similarity,
+    uncovered,
 )
 
 
@@ -99,6 +115,10 @@ PLAN_MAX_TOKENS = 320
 TOPIC_BASE_TOKENS = 240
 TOKENS_PER_VIEW = 28
 TOPIC_QUESTION_TOKENS = 64
+#: The missed-subjects question (``Summarizer._missed_topics``) is asked when the plan's topics leave at
+#: least this many of a window's messages uncovered (``model.validate.uncovered``), and this share of them.
+MISSED_MIN = 4
+MISSED_SHARE = 0.2
 #: People per topic assumed when sizing chunks; a topic with more people gets more at call time.
 TYPICAL_PEOPLE = 4
 
@@ -118,6 +138,10 @@ class _Usage:
     decode_seconds: float = 0.0
     cut_off: bool = False
     failed_topics: int = 0
+    #: Messages the plan's topics left uncovered, missed-subjects questions asked, topics they added.
+    uncovered: int = 0
+    missed_asked: int = 0
+    added_topics: int = 0
     notes: list[str] = field(default_factory=list)
     #: Which drawn answer each plain-text call kept (0: the first, greedy one).
     picked: list[int] = field(default_factory=list)
@@ -209,8 +233,7 @@ class Summarizer:
             topics, merged = merge_similar_topics(topics)
             if len(topics) > MAX_TOPICS:
                 meta_extra["dropped_topics"] = len(topics) - MAX_TOPICS
-                keep = sorted(range(len(topics)), key=lambda i: -topic_weight(topics[i]))[:MAX_TOPICS]
-                topics = [topics[i] for i in sorted(keep)]
+                topics = [topics[i] for i in most_covering(topics, messages, MAX_TOPICS)]
             overall = guard.text(overall, drops, fallback=_titles_sentence(topics, language))
             summary = Summary(topics=topics, overall=overall)
         else:
@@ -236,6 +259,9 @@ class Summarizer:
             decode_seconds=round(usage.decode_seconds, 3),
             cut_off=usage.cut_off,
             failed_topics=usage.failed_topics,
+            uncovered_messages=usage.uncovered,
+            missed_asked=usage.missed_asked,
+            added_topics=usage.added_topics,
             folded_views=drops.folded_views,
             recited_points=drops.recited,
             reassigned_owners=drops.owners,
@@ -437,7 +463,6 @@ class Summarizer:
         """Step 1 (the plan: topics and their people), then step 2 for every topic, on one cached prefix."""
         shown = content_messages(messages)
         speakers = participants(shown)
-        max_ref = max(m.ref for m in messages)
         cap = topic_cap(len(shown))
         plan_turns = build_turns(messages, "chatsum", language, few_shot=self.few_shot)
         plan, plan_answer, repaired = self._ask(
@@ -451,12 +476,64 @@ class Summarizer:
             shorter_grammar=plan_grammar(speakers, language, max_topics=min(cap, 3)),
             salvage=True,
         )
+        planned = plan.topics[:MAX_TOPICS]
+        drops = Drops()
+        raw_topics, fixed = self._describe(
+            plan_turns, plan_answer, planned, 1, messages, language, usage, drops
+        )
+        if not raw_topics:
+            raise SummaryError(f"none of the {len(plan.topics)} topics could be described: {usage.notes[-1]}")
+        topics, grounding = ground_topics(RawChatSum(overall=plan.overall, topics=raw_topics), messages)
+        # Step 1, continued: the subjects the plan left out, when its topics leave many messages uncovered.
+        room = MISSED_MAX_TOPICS  # past MAX_TOPICS, the topics covering the most of the chat are kept
+        missed = uncovered(topics, shown) if room > 0 else []
+        usage.uncovered += len(missed)
+        if missed and len(missed) >= max(MISSED_MIN, math.ceil(MISSED_SHARE * len(shown))):
+            added = self._missed_topics(
+                plan_turns, plan_answer, planned, missed, room, speakers, language, usage
+            )
+            if added:
+                extended = extend_plan(plan_answer, [(a.title, a.people) for a in added], language)
+                more, fixed_more = self._describe(
+                    plan_turns, extended, added, len(planned) + 1, messages, language, usage, drops
+                )
+                usage.added_topics += len(more)
+                fixed = fixed or fixed_more
+                if more:
+                    raw_topics += more
+                    topics, grounding = ground_topics(
+                        RawChatSum(overall=plan.overall, topics=raw_topics), messages
+                    )
+        drops.add(grounding)
+        return _ChunkResult(
+            topics=topics,
+            overall=whole_sentences(plan.overall),
+            drops=drops,
+            repaired=repaired or fixed,
+        )
+
+    def _describe(
+        self,
+        plan_turns: list[Turn],
+        plan_answer: str,
+        items: Sequence[RawPlan.Item],
+        first_index: int,
+        messages: Sequence[ChatMessage],
+        language: str,
+        usage: _Usage,
+        drops: Drops,
+    ) -> tuple[list[RawTopic], bool]:
+        """Step 2 for the planned ``items`` (numbered from ``first_index``), asked together: their raw
+        topics and whether any answer was repaired. A topic whose answer is unusable twice is left out
+        (and noted); a planned person who is not a participant is dropped and counted in ``drops``."""
+        shown = content_messages(messages)
+        speakers = participants(shown)
+        max_ref = max(m.ref for m in messages)
         known = {m.speaker for m in messages}
         by_label = {_name_label(s): s for s in known}
-        drops = Drops()
         asked: list[tuple[int, str, list[Turn], str, int, CopyGuard | None]] = []
         sources = tuple(m.text for m in messages)
-        for index, item in enumerate(plan.topics[:MAX_TOPICS], start=1):
+        for index, item in enumerate(items, start=first_index):
             people: list[str] = []
             for p in item.people:
                 name = p if p in known else by_label.get(p)
@@ -472,6 +549,7 @@ class Summarizer:
         firsts = self._complete_many([(t, g, n, c) for _, _, t, g, n, c in asked], usage)
         names = [*known, *by_label]
         raw_topics: list[RawTopic] = []
+        repaired = False
         for (index, title, turns, grammar, budget, _), first in zip(asked, firsts, strict=True):
             try:
                 answer, _, fixed = self._ask(
@@ -502,13 +580,42 @@ class Summarizer:
                     ],
                 )
             )
-        if not raw_topics:
-            raise SummaryError(f"none of the {len(plan.topics)} topics could be described: {usage.notes[-1]}")
-        topics, grounding = ground_topics(RawChatSum(overall=plan.overall, topics=raw_topics), messages)
-        drops.add(grounding)
-        return _ChunkResult(
-            topics=topics, overall=whole_sentences(plan.overall), drops=drops, repaired=repaired
+        return raw_topics, repaired
+
+    def _missed_topics(
+        self,
+        plan_turns: list[Turn],
+        plan_answer: str,
+        planned: Sequence[RawPlan.Item],
+        missed: Sequence[ChatMessage],
+        room: int,
+        speakers: Sequence[str],
+        language: str,
+        usage: _Usage,
+    ) -> list[RawPlan.Item]:
+        """Ask which subjects the ``missed`` messages discuss; at most ``room`` new topics, none on a
+        ``None`` answer or an unusable one (the summary keeps the plan's topics either way)."""
+        quoted = list(missed)
+        if len(quoted) > MISSED_QUOTED:  # spread over all of them: they may be several left-out subjects
+            step = len(quoted) / MISSED_QUOTED
+            quoted = [quoted[int(i * step)] for i in range(MISSED_QUOTED)]
+        turns = build_missed_turns(plan_turns, quoted, language, most=room)
+        usage.missed_asked += 1
+        completion = self._complete(
+            turns,
+            usage,
+            max_tokens=min(self.max_new_tokens, PLAN_MAX_TOKENS),
+            grammar=missed_grammar(speakers, language, max_topics=room),
         )
+        text = completion.text.strip()
+        try:
+            plan = parse_plan(text)
+        except OutputError as err:
+            usage.notes.append(f"the missed-subjects answer was unusable: {err}")
+            return []
+        titles = [t.title for t in planned]
+        new = [t for t in plan.topics if max((title_similarity(t.title, u) for u in titles), default=0) < 0.7]
+        return new[:room]
 
     def _reduce_chatsum(
         self, results: Sequence[_ChunkResult], language: str, usage: _Usage

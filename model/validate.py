@@ -479,6 +479,66 @@ def back_by_content(topics: Sequence[Topic], evidence: Evidence, drops: Drops) -
     return out
 
 
+#: A message counts as left out of every topic only when it has at least this many telling words: "see
+#: you all there" or "haha no way" has nothing a topic could be about.
+MISSED_MIN_WORDS = 2
+
+
+def uncovered(topics: Sequence[Topic], messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The messages with something to say that no topic covers: cited by none, and given to none by the
+    words they share with its title, views, points, decisions and actions (``Evidence.assign``; a bare
+    reply goes with the message it answers).
+
+    Why: the 1.5B's plans list the details of one subject as topics and leave others out, and what is
+    left out shows as messages no topic shares a telling word with. Views count here (unlike in
+    ``back_by_content``): "Wants a cheaper house" ties the house messages to its topic.
+    """
+    evidence = Evidence(messages)
+    cited = {r for t in topics for r in _refs_of(t)}
+    about = [evidence.terms(_topic_text(t)) for t in topics]
+    given = evidence.assign(about)
+    return [
+        m
+        for m in messages
+        if m.ref not in cited and not given.get(m.ref) and evidence.telling(m.ref) >= MISSED_MIN_WORDS
+    ]
+
+
+def _topic_text(topic: Topic) -> str:
+    """All a topic says: its title, views, points, decisions and actions."""
+    return " ".join(
+        [
+            topic.title,
+            *(pv.view for pv in topic.participants),
+            *(p.text for p in [*topic.key_points, *topic.decisions]),
+            *(a.text for a in topic.action_items),
+        ]
+    )
+
+
+def most_covering(topics: Sequence[Topic], messages: Sequence[ChatMessage], k: int) -> list[int]:
+    """Indexes (in order) of at most ``k`` topics that together cover the most messages: greedy set cover,
+    a topic covering the messages it cites and those sharing a telling word with what it says.
+
+    Why not the biggest ``k``: the details of one subject listed as topics ("Seating plan", "Parking",
+    "Wifi" of one office move) are each big, and all cover the same messages; a topic the
+    missed-subjects question added covers messages none of them does.
+    """
+    evidence = Evidence(messages)
+    covers = []
+    for t in topics:
+        terms = evidence.terms(_topic_text(t))
+        covers.append(_refs_of(t) | {r for r in evidence.words if evidence.backs(terms, r)})
+    chosen: list[int] = []
+    seen: set[int] = set()
+    for _ in range(min(k, len(topics))):
+        rest = [i for i in range(len(topics)) if i not in chosen]
+        best = max(rest, key=lambda i: (len(covers[i] - seen), topic_weight(topics[i]), -i))
+        chosen.append(best)
+        seen |= covers[best]
+    return sorted(chosen)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Near-duplicate topics
 

@@ -136,3 +136,22 @@ def test_a_message_counts_for_the_topic_it_shares_most_and_a_bare_reply_for_its_
     # Dan's "review" belongs with the hiring pipeline, where he shares more words, not with the budget.
     assert [[p.speaker for p in t.participants] for t in kept] == [["Ann", "Bob"], ["Cy", "Dan"]]
     assert drops.unbacked_views == [("Budget draft review", "Dan")]
+
+
+def test_uncovered_lists_the_messages_with_something_to_say_that_no_topic_covers() -> None:
+    from model.validate import uncovered
+
+    review = _topic(
+        "Design review moved",
+        {"Priya": "Asks to move the design review", "Lena": "Prefers a morning slot"},
+        [("Review on Thursday at 10am", [1, 4])],
+    )
+    left = [m.ref for m in uncovered([review], MESSAGES)]
+    # The staging outage and the pizza order are left out; "since when?" and "ok" have nothing to say,
+    # and the review's messages are covered by its words or its refs.
+    assert left == [5, 7, 8, 9, 10, 11]
+    staging = _topic(
+        "Staging 502s", {"Marco": "Reports 502 errors on staging"}, [("Nginx change rolled back", [7, 8])]
+    )
+    assert [m.ref for m in uncovered([review, staging], MESSAGES)] == [10, 11]
+    assert uncovered([], MESSAGES[:2]) == MESSAGES[:1]  # no topics: everything with two telling words

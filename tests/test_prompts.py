@@ -16,13 +16,16 @@ from model.prompts import (
     PromptError,
     build_group_turns,
     build_merge_turns,
+    build_missed_turns,
     build_repair_turns,
     build_topic_turns,
     build_training_example,
     build_turns,
     chatsum_training_pairs,
+    extend_plan,
     format_dialogue,
     is_filler,
+    missed_grammar,
     participants,
     plan_grammar,
     summary_to_target,
@@ -209,6 +212,17 @@ def test_plan_grammar_names_only_participants(accepts) -> None:  # type: ignore[
     assert not accepts(grammar, "Overall: no topic at all.")
 
 
+def test_missed_grammar_is_topic_lines_without_overall(accepts) -> None:  # type: ignore[no-untyped-def]
+    grammar = missed_grammar(["Alice", "Bob"], "en", max_topics=2)
+    assert not accepts(grammar, "None")  # offered a way out, the 1.5B took it on whole left-out subjects
+    assert accepts(grammar, "Car seats | Alice, Bob\n")
+    assert accepts(grammar, "Car seats | Alice\nPresent | Bob\n")
+    assert not accepts(grammar, "A | Alice\nB | Bob\nC | Alice\n")  # over the cap
+    assert not accepts(grammar, "Car seats | Mallory\n")  # not a participant
+    assert not accepts(grammar, "Car seats | Alice\nOverall: more.")  # the plan's overall stays the plan's
+    assert accepts(missed_grammar(["王芳"], "zh", max_topics=1), "年夜饭 | 王芳\n")
+
+
 def test_topic_grammar_requires_one_view_per_person_of_the_topic(accepts) -> None:  # type: ignore[no-untyped-def]
     grammar = topic_grammar(["Bob", "Alice"], ["Alice", "Bob", "Carol"], 3, "en")
     good = "Bob: Agrees to noon.\nAlice: Asks whether lunch is at noon.\nPoint: Lunch at noon. [1, 2]"
@@ -311,6 +325,39 @@ def test_topic_turns_extend_the_plan_conversation() -> None:
     assert turns[: len(plan_turns)] == plan_turns
     assert turns[-2].content == '{"overall": "x"}'
     assert turns[-1].content.startswith("第二步，话题 2：午饭 / 地点\n参与者：Alice、Bob")
+
+
+def test_missed_question_quotes_the_left_out_messages_after_the_chat_not_after_the_plan() -> None:
+    messages = chat(
+        ("Alice", "lunch at noon?"),
+        ("Bob", "yes"),
+        ("Carol", "who drives </chat> to the lake on Sunday?"),
+        ("Bob", "I can take the van", 3),
+    )
+    plan_turns = build_turns(messages, "chatsum", "en")
+    turns = build_missed_turns(plan_turns, messages[2:], "en", most=1)
+    assert turns[:-1] == plan_turns[:-1] and len(turns) == len(plan_turns)  # no plan answer in between
+    last = turns[-1].content
+    assert last.startswith(plan_turns[-1].content + "\n")  # the chat stays the evaluated prefix
+    question = last[len(plan_turns[-1].content) :]
+    assert "\n3 Carol: " in question and "‹/chat› to the lake on Sunday?" in question  # numbered, defused
+    assert question.count("</chat>") == 1  # the quote's own end only
+    assert "4 Bob ↩3: I can take the van" in question
+    assert "lunch at noon" not in question
+    assert question.rstrip().endswith("(at most 1).")
+    zh = build_missed_turns(build_turns(messages, "chatsum", "zh"), messages[2:], "zh")
+    assert zh[-1].content.rstrip().endswith("（最多 2 个）。")
+
+
+def test_extend_plan_adds_topic_lines_before_the_overall_line() -> None:
+    plan = "Lunch | Alice, Bob\nOverall: They plan lunch."
+    assert extend_plan(plan, [("Lake trip", ["Carol", "Bob"])], "en") == (
+        "Lunch | Alice, Bob\nLake trip | Carol, Bob\nOverall: They plan lunch."
+    )
+    assert extend_plan("午饭 | 王芳\n总结：午饭。", [("周日 | 湖边", ["李雷"])], "zh") == (
+        "午饭 | 王芳\n周日 / 湖边 | 李雷\n总结：午饭。"
+    )
+    assert extend_plan("Lunch | Alice", [("Lake", ["Bob"])], "en") == "Lunch | Alice\nLake | Bob"
 
 
 def test_chatsum_training_pairs_are_every_step_of_the_answer() -> None:

@@ -580,3 +580,95 @@ def test_clean_text_answer() -> None:
     assert clean_text_answer("摘要：小王会来。") == "小王会来。"
     assert clean_text_answer("Ann will come. Bob will", cut_off=True) == "Ann will come."
     assert clean_text_answer("'Quoted.'") == "Quoted."
+
+
+# -- the subjects a plan left out ---------------------------------------------------------------------
+
+TWO_SUBJECTS = window(
+    ("Alice", "can we move the release to Monday?"),
+    ("Bob", "fine by me, QA needs Friday anyway"),
+    ("Carol", "Monday 10am then, I'll book the deploy slot"),
+    ("Dan", "the offsite venue is confirmed: lake house, 12 June"),
+    ("Alice", "lake house sounds lovely, is there a minibus?"),
+    ("Dan", "minibus leaves the office at 8, bring walking shoes"),
+    ("Carol", "I'll sort vegetarian catering for the lake house"),
+    ("Bob", "can my partner join the offsite dinner?"),
+)
+OFFSITE = {
+    "title": "Team offsite at the lake house",
+    "views": {"Dan": "Booked the lake house for 12 June.", "Carol": "Offers to sort catering."},
+    "points": [{"text": "Minibus at 8 to the lake house.", "refs": [4, 6]}],
+}
+
+
+def test_subjects_the_plan_left_out_are_asked_for_and_described() -> None:
+    release = {**RELEASE, "points": [{"text": "Release on Monday 10am.", "refs": [1, 3]}]}
+
+    def reply(turns: list[Turn]) -> str:
+        if "Step 1 for these messages only" in turns[-1].content:
+            return "Offsite at the lake | Dan, Carol\n"
+        asked = re.search(r"Step 2 for topic (\d+)", turns[-1].content)
+        if asked:
+            return topic_answer([release, OFFSITE][int(asked.group(1)) - 1], "en")
+        return plan_text("The release moves to Monday.", [(release["title"], list(release["views"]))], "en")
+
+    backend = ScriptedBackend([reply] * 4)
+    summary = Summarizer(backend).summarize(TWO_SUBJECTS)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday", "Offsite at the lake"]
+    assert summary.topics[1].key_points[0].message_refs == [4, 6]
+    extra = summary.meta.extra
+    assert (extra["missed_asked"], extra["added_topics"], extra["calls"]) == (1, 1, 4)
+    assert extra["uncovered_messages"] == 5  # messages 4-8: nothing of them in the release topic
+    # The question quotes the left-out messages after the chat (same prefix), not the covered ones.
+    plan_turns, missed_turns = backend.calls[0]["turns"], backend.calls[2]["turns"]
+    assert missed_turns[-1].content.startswith(plan_turns[-1].content)
+    quote = missed_turns[-1].content[len(plan_turns[-1].content) :]
+    assert "4 Dan: the offsite venue" in quote and "8 Bob: can my partner" in quote
+    assert "move the release" not in quote
+    assert 'name ::= ("Alice" | "Bob" | "Carol" | "Dan")' in backend.calls[2]["grammar"]
+    # The added topic's step 2 reads the plan with the added line, like a planned topic.
+    described = backend.calls[3]["turns"]
+    assert described[-2].content.splitlines()[:2] == [
+        "Release moved to Monday | Alice, Bob, Carol",
+        "Offsite at the lake | Dan, Carol",
+    ]
+    assert "Step 2 for topic 2: Offsite at the lake" in described[-1].content
+
+
+def test_a_plan_that_covers_the_chat_is_not_asked_again() -> None:
+    backend = ScriptedBackend([model(RELEASE, OFFSITE)] * 3)
+    summary = Summarizer(backend).summarize(TWO_SUBJECTS)
+    assert summary.meta.extra["missed_asked"] == 0 and summary.meta.extra["calls"] == 3
+
+
+def test_a_repeated_plan_title_adds_nothing() -> None:
+    def reply(turns: list[Turn]) -> str:
+        if "Step 1 for these messages only" in turns[-1].content:
+            return "Release moved to Monday | Alice\n"
+        if "Step 2 for topic" in turns[-1].content:
+            return topic_answer(RELEASE, "en")
+        return plan_text("Release.", [(RELEASE["title"], list(RELEASE["views"]))], "en")
+
+    summary = Summarizer(ScriptedBackend([reply] * 3)).summarize(TWO_SUBJECTS)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday"]
+    assert (summary.meta.extra["missed_asked"], summary.meta.extra["added_topics"]) == (1, 0)
+
+
+def test_past_the_topic_cap_the_topics_covering_the_most_of_the_chat_are_kept() -> None:
+    from model.schema import KeyPoint, ParticipantView, Topic
+    from model.validate import most_covering
+
+    def topic(title: str, view: str, refs: list[int]) -> Topic:
+        return Topic(
+            title=title,
+            participants=[ParticipantView(speaker="Dan", view=view)],
+            key_points=[KeyPoint(text=title, message_refs=refs)],
+        )
+
+    pieces = [
+        topic("Lake house booked", "Booked the lake house", [4, 5]),
+        topic("Lake house catering", "Sorts lake house catering", [5, 7]),
+        topic("Release on Monday", "Wants the release on Monday", [1, 3]),
+    ]
+    assert most_covering(pieces, TWO_SUBJECTS, 2) == [0, 2]  # not the two pieces of one subject
+    assert most_covering(pieces, TWO_SUBJECTS, 5) == [0, 1, 2]
