@@ -35,13 +35,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.schema import ChatMessage
+from model.schema import ChatMessage, Summary
 
 # Each script line: (role, text, replies_to_previous_line_of_this_topic)
 _RELEASE = [
@@ -221,6 +222,11 @@ PLANTED_TOPICS = 4
 
 def synthetic_window(seed: int, n_messages: int = 200) -> list[ChatMessage]:
     """A 200-message team chat with four planted topics, interleaved; deterministic for a seed."""
+    return planted_window(seed, n_messages)[0]
+
+
+def planted_window(seed: int, n_messages: int = 200) -> tuple[list[ChatMessage], dict[int, int]]:
+    """``synthetic_window`` and the planted topic (0-3) of each of its content messages, by ref."""
     rng = random.Random(seed)
     names = dict(zip(_ROLES, rng.sample(_NAMES, len(_ROLES)), strict=True))
     scripts = [list(_RELEASE), list(_INCIDENT), list(_OFFICE), list(_OFFSITE)]
@@ -252,18 +258,33 @@ def synthetic_window(seed: int, n_messages: int = 200) -> list[ChatMessage]:
         ack_after[i] += 1
     last_ref: dict[int, int] = {}
     out: list[ChatMessage] = []
+    topic_of: dict[int, int] = {}
     t = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
     for i, (topic, role, text, is_reply) in enumerate(content):
         ref = len(out) + 1
         t += timedelta(seconds=rng.randint(10, 240))
         reply = last_ref.get(topic) if is_reply and last_ref.get(topic) != ref - 1 else None
         out.append(ChatMessage(ref=ref, speaker=names[role], text=text, sent_at=t, reply_to_ref=reply))
+        topic_of[ref] = topic
         last_ref[topic] = ref
         for _ in range(ack_after[i]):
             t += timedelta(seconds=rng.randint(5, 60))
             speaker = rng.choice([n for n in names.values() if n != out[-1].speaker])
             out.append(ChatMessage(ref=len(out) + 1, speaker=speaker, text=rng.choice(_ACKS), sent_at=t))
-    return out[:n_messages]
+    return out[:n_messages], {r: k for r, k in topic_of.items() if r <= n_messages}
+
+
+def subjects_found(summary: Summary, topic_of: dict[int, int]) -> int:
+    """How many planted topics some summary topic is tied to: the one most of its cited messages are
+    of (the rule of ``bench/chatsum_quality.py``'s "planted topics found")."""
+    found: set[int] = set()
+    for topic in summary.topics:
+        items = (*topic.key_points, *topic.decisions, *topic.action_items)
+        refs = {r for item in items for r in item.message_refs}
+        votes = Counter(topic_of[r] for r in refs if r in topic_of)
+        if votes:
+            found.add(votes.most_common(1)[0][0])
+    return len(found)
 
 
 def _peak_rss_mb() -> float:
@@ -295,7 +316,7 @@ def bench_model(
     summarizer = new_summarizer()
     rows: list[dict[str, Any]] = []
     for run in range(runs + 1):
-        window = synthetic_window(seed=1000 + run)
+        window, topic_of = planted_window(seed=1000 + run)
         start = time.perf_counter()
         if run > 0 and not reuse_backend:  # a new process: the old model is freed first
             del summarizer
@@ -323,6 +344,10 @@ def bench_model(
             "cut_off": meta.extra.get("cut_off"),
             "topics": len(summary.topics),
             "planted_topics": PLANTED_TOPICS,
+            "planted_found": subjects_found(summary, topic_of),
+            "missed_asked": meta.extra.get("missed_asked"),
+            "added_topics": meta.extra.get("added_topics"),
+            "missed_seconds": meta.extra.get("missed_seconds"),
             "views_per_topic": speakers_per_topic,
             "copied_views": meta.extra.get("copied_views"),
             "views": meta.extra.get("views"),
