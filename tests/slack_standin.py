@@ -93,7 +93,7 @@ class SlackStandIn:
         self._client: ClientSession | None = None
         self._sockets: list[_Socket] = []
         self._socket_ready = asyncio.Event()
-        self._last_ts = 0.0
+        self._last_us = 0
         self._ids = itertools.count(1)
 
     # -- the workspace ------------------------------------------------------------------------------------
@@ -122,10 +122,10 @@ class SlackStandIn:
 
     def next_ts(self) -> str:
         """A message ts near the real clock, strictly increasing (Slack's ts are unique per channel)."""
-        now = max(time.time(), self._last_ts + 0.000001)
-        self._last_ts = now
-        seconds = int(now)
-        return f"{seconds}.{round((now - seconds) * 1_000_000):06d}"
+        # Whole microseconds: a float clock stepped by 1e-6 rounds two steps to one ts now and then.
+        micros = max(time.time_ns() // 1000, self._last_us + 1)
+        self._last_us = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
