@@ -299,7 +299,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_model(
-    name: str, runs: int, n_ctx: int, cache_dir: str | None, threads: int, *, reuse_backend: bool = False
+    name: str,
+    runs: int,
+    n_ctx: int,
+    cache_dir: str | None,
+    threads: int,
+    *,
+    reuse_backend: bool = False,
+    missed_topics: bool = True,
 ) -> dict[str, Any]:
     from bot.config import Config
     from model.backends.llama_cpp_backend import LlamaCppBackend
@@ -311,7 +318,7 @@ def bench_model(
 
     def new_summarizer() -> Summarizer:
         backend = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=threads, model_id=name, prefix_cache_dir=store)
-        return Summarizer(backend, max_new_tokens=1024)
+        return Summarizer(backend, max_new_tokens=1024, missed_topics=missed_topics)
 
     summarizer = new_summarizer()
     rows: list[dict[str, Any]] = []
@@ -362,6 +369,7 @@ def bench_model(
     return {
         "model": name,
         "process_per_run": not reuse_backend,
+        "missed_topics": missed_topics,
         "runs": rows,
         "cold_s": rows[0]["seconds"],
         "p50_s": round(statistics.median(timed), 2),
@@ -380,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse-backend", action="store_true", help="one back-end for all runs (a running bot)"
     )
     parser.add_argument("--n-ctx", type=int, default=8192)
+    parser.add_argument(
+        "--no-missed", action="store_true", help="skip the missed-subjects question (model.missed_topics)"
+    )
     parser.add_argument(
         "--cache-dir", default=None, help="model cache directory (default: the config's data_dir)"
     )
@@ -420,12 +431,22 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--threads", str(args.threads)]
             if args.reuse_backend:
                 cmd.append("--reuse-backend")
+            if args.no_missed:
+                cmd.append("--no-missed")
             out = Path(f"/tmp/chatsum_latency_{name}.json")
             subprocess.run([*cmd, "--json", str(out)], check=True)
             results.extend(json.loads(out.read_text())["results"])
         else:
             reuse = args.reuse_backend
-            row = bench_model(name, args.runs, args.n_ctx, args.cache_dir, args.threads, reuse_backend=reuse)
+            row = bench_model(
+                name,
+                args.runs,
+                args.n_ctx,
+                args.cache_dir,
+                args.threads,
+                reuse_backend=reuse,
+                missed_topics=not args.no_missed,
+            )
             results.append(row)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]

@@ -605,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chats", type=Path, default=CHATS_DIR, help="corpus root (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: %(default)s)")
     ap.add_argument("--quiet", action="store_true", help="no per-chat progress lines")
+    ap.add_argument("--no-missed", action="store_true",
+                    help="do not ask for the subjects a plan left out (model.missed_topics = false)")
     ap.add_argument("--replay", type=Path, default=None,
                     help="JSONL of recorded completions: replayed when the same request comes again, "
                          "recorded otherwise (bench/replay.py); timings of replayed runs are not measured")
@@ -634,7 +636,12 @@ def main(argv: list[str] | None = None) -> int:
         from bench.replay import RecordingBackend
 
         backend = RecordingBackend(backend, args.replay)
-    summarizer = Summarizer(backend, language=args.language, max_new_tokens=config.model.max_new_tokens)
+    summarizer = Summarizer(
+        backend,
+        language=args.language,
+        max_new_tokens=config.model.max_new_tokens,
+        missed_topics=config.model.missed_topics and not args.no_missed,
+    )
 
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}

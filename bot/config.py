@@ -90,6 +90,7 @@ class ModelConfig(_Section):
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
     candidates: Annotated[int, Field(ge=1, le=8)] = 8
     candidate_temperature: Annotated[float, Field(gt=0, le=2)] = 0.7
+    missed_topics: bool = True
     seed: int = 0
     llama_cpp: LlamaCppConfig = LlamaCppConfig()
     transformers: TransformersConfig = TransformersConfig()

@@ -70,6 +70,7 @@ def make_engine(config: Config) -> SummaryEngine:
         temperature=config.model.temperature,
         candidates=config.model.candidates,
         candidate_temperature=config.model.candidate_temperature,
+        missed_topics=config.model.missed_topics,
     )
 
 

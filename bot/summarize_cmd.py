@@ -115,7 +115,8 @@ def run_summarizer(config: Config, selection: Selection, *, mode: str, focus: st
                                 max_new_tokens=config.model.max_new_tokens,
                                 temperature=config.model.temperature,
                                 candidates=config.model.candidates,
-                                candidate_temperature=config.model.candidate_temperature)
+                                candidate_temperature=config.model.candidate_temperature,
+                                missed_topics=config.model.missed_topics)
         summary = summarizer.summarize(to_chat_messages(selection.messages), mode=mode, focus=focus)
     console.print(f"[dim]{selection.title}: {selection.what}, {len(selection.messages)} messages, "
                   f"{backend.model_id}, {time.perf_counter() - started:.1f} s[/dim]")
