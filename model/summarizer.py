@@ -121,11 +121,12 @@ TOKENS_PER_VIEW = 28
 TOPIC_QUESTION_TOKENS = 64
 #: The missed-subjects question (``Summarizer._missed_topics``) is asked when the plan's topics leave at
 #: least this many of a window's messages uncovered (``model.validate.uncovered``), and this share of them.
-#: Replayed over the bench's recorded answers: at a fifth it was asked for 40 of 43 chats, at a third
-#: for 31, finding two planted subjects fewer on the quality chats and one more on the injection chats;
-#: one subject of three left out is about a third of a chat.
+#: Replayed over the bench's recorded answers (planted subjects found, quality / injection chats): a
+#: fifth 75.8 % / 74.1 % (asked for 40 of 43 chats), a quarter 74.2 % / 75.9 %, a third 72.7 % / 75.9 %
+#: with fewer topic counts right (47.6 % against 57.1 % on the injection chats). At a third the README's
+#: example (19 of 66 messages uncovered) was not asked and its team offsite was missing.
 MISSED_MIN = 4
-MISSED_SHARE = 0.3
+MISSED_SHARE = 0.25
 #: People per topic assumed when sizing chunks; a topic with more people gets more at call time.
 TYPICAL_PEOPLE = 4
 

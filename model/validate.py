@@ -518,17 +518,19 @@ def _topic_text(topic: Topic) -> str:
 
 def most_covering(topics: Sequence[Topic], messages: Sequence[ChatMessage], k: int) -> list[int]:
     """Indexes (in order) of at most ``k`` topics that together cover the most messages: greedy set cover,
-    a topic covering the messages it cites and those sharing a telling word with what it says.
+    a topic covering the messages it cites and those given to it by the words they share most with what
+    it says (``Evidence.assign``, as ``uncovered`` reads it).
 
     Why not the biggest ``k``: the details of one subject listed as topics ("Seating plan", "Parking",
-    "Wifi" of one office move) are each big, and all cover the same messages; a topic the
-    missed-subjects question added covers messages none of them does.
+    "Wifi" of one office move) are each big and share their subject's messages; a topic the
+    missed-subjects question added has messages of its own. Why given messages and not every message
+    sharing a word: a vague topic ("Roadmap meeting", views "Is fine with it") shares some word with
+    many messages but is the best match of few; on the README's example the word rule kept it over the
+    sync-engine PR.
     """
     evidence = Evidence(messages)
-    covers = []
-    for t in topics:
-        terms = evidence.terms(_topic_text(t))
-        covers.append(_refs_of(t) | {r for r in evidence.words if evidence.backs(terms, r)})
+    given = evidence.assign([evidence.terms(_topic_text(t)) for t in topics])
+    covers = [_refs_of(t) | {r for r, mine in given.items() if i in mine} for i, t in enumerate(topics)]
     chosen: list[int] = []
     seen: set[int] = set()
     for _ in range(min(k, len(topics))):
