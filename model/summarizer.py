@@ -26,10 +26,10 @@ Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the 
   cached prefix), and step 2 describes what it adds. Then, past the window's cap (``topic_cap``; a
   long window's map-reduce keeps up to ``MAX_TOPICS``), the topics that together cover the most
   messages are kept (``most_covering``), so pieces of one subject give way to a subject of its own.
-  Measured on the 43 bench chats (1.5B, ``bench/chatsum_quality.py``): planted topics found 72.7 % /
+  Measured on the 43 bench chats (1.5B, ``bench/chatsum_quality.py``): planted topics found 74.2 % /
   75.9 % (quality / injection corpus) where the plan alone found 57.6 % / 66.7 %, the topic count as
-  often right (81.8 % / 47.6 % against 81.8 % / 38.1 %), for one more call: 6-9 s on a short chat,
-  10-18 s on the 200-message latency window (``meta.extra["missed_seconds"]``).
+  often right or more (81.8 % / 57.1 % against 81.8 % / 38.1 %), for one more call: 6-23 s on two
+  cores, most on long windows (``meta.extra["missed_seconds"]``).
 * **Validation, one repair, then ``SummaryError``.** A shape error goes back to the model with the
   conversation so far (a cached prefix, so the retry pays only for its answer). An answer cut off at
   the token limit is retried once asking for a shorter one; if that is cut off too, its complete topics
