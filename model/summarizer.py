@@ -500,10 +500,9 @@ class Summarizer:
             raise SummaryError(f"none of the {len(plan.topics)} topics could be described: {usage.notes[-1]}")
         topics, grounding = ground_topics(RawChatSum(overall=plan.overall, topics=raw_topics), messages)
         # Step 1, continued: the subjects the plan left out, when its topics leave many messages uncovered.
-        room = MISSED_MAX_TOPICS  # past MAX_TOPICS, the topics covering the most of the chat are kept
         # A message that talks to the bot is no subject, and quoted last it would be what the model reads
         # best: it stays out of the question (its topic, if any, is covered by the chat itself).
-        missed = [m for m in uncovered(topics, shown) if not addressed_to_bot(m.text)] if room > 0 else []
+        missed = [m for m in uncovered(topics, shown) if not addressed_to_bot(m.text)]
         usage.uncovered += len(missed)
         if (
             self.missed_topics
@@ -511,14 +510,19 @@ class Summarizer:
             and len(missed) >= max(MISSED_MIN, math.ceil(MISSED_SHARE * len(shown)))
         ):
             started = time.perf_counter()
+            # Up to MISSED_MAX_TOPICS more: past the window's cap, the topics covering the most are kept.
             added = self._missed_topics(
-                plan_turns, plan_answer, planned, missed, room, speakers, language, usage
+                plan_turns, planned, missed, MISSED_MAX_TOPICS, speakers, language, usage
             )
             if added:
                 extended = extend_plan(plan_answer, [(a.title, a.people) for a in added], language)
-                more, fixed_more = self._describe(
-                    plan_turns, extended, added, len(planned) + 1, messages, language, usage, drops
-                )
+                try:
+                    more, fixed_more = self._describe(
+                        plan_turns, extended, added, len(planned) + 1, messages, language, usage, drops
+                    )
+                except SummaryError as err:  # the back-end failed: the planned topics stand
+                    usage.notes.append(f"the added topics were left out: {err}")
+                    more, fixed_more = [], False
                 usage.added_topics += len(more)
                 fixed = fixed or fixed_more
                 if more:
@@ -608,7 +612,6 @@ class Summarizer:
     def _missed_topics(
         self,
         plan_turns: list[Turn],
-        plan_answer: str,
         planned: Sequence[RawPlan.Item],
         missed: Sequence[ChatMessage],
         room: int,
@@ -616,25 +619,24 @@ class Summarizer:
         language: str,
         usage: _Usage,
     ) -> list[RawPlan.Item]:
-        """Ask which subjects the ``missed`` messages discuss; at most ``room`` new topics, none on a
-        ``None`` answer or an unusable one (the summary keeps the plan's topics either way)."""
+        """Ask which subjects the ``missed`` messages discuss: at most ``room`` topics not already planned.
+        An unusable answer or a failed call adds none (and is noted): the plan's topics stand either way."""
         quoted = list(missed)
         if len(quoted) > MISSED_QUOTED:  # spread over all of them: they may be several left-out subjects
             step = len(quoted) / MISSED_QUOTED
             quoted = [quoted[int(i * step)] for i in range(MISSED_QUOTED)]
         turns = build_missed_turns(plan_turns, quoted, language, most=room)
         usage.missed_asked += 1
-        completion = self._complete(
-            turns,
-            usage,
-            max_tokens=min(self.max_new_tokens, PLAN_MAX_TOKENS),
-            grammar=missed_grammar(speakers, language, max_topics=room),
-        )
-        text = completion.text.strip()
         try:
-            plan = parse_plan(text)
-        except OutputError as err:
-            usage.notes.append(f"the missed-subjects answer was unusable: {err}")
+            completion = self._complete(
+                turns,
+                usage,
+                max_tokens=min(self.max_new_tokens, PLAN_MAX_TOKENS),
+                grammar=missed_grammar(speakers, language, max_topics=room),
+            )
+            plan = parse_plan(completion.text)
+        except (SummaryError, OutputError) as err:
+            usage.notes.append(f"the missed-subjects question added nothing: {err}")
             return []
         titles = [t.title for t in planned]
         new = [t for t in plan.topics if max((title_similarity(t.title, u) for u in titles), default=0) < 0.7]

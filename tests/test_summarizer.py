@@ -697,3 +697,16 @@ def test_a_message_to_the_bot_is_not_quoted_in_the_missed_subjects_question() ->
     plan_turns, missed_turns = backend.calls[0]["turns"], backend.calls[2]["turns"]
     quote = missed_turns[-1].content[len(plan_turns[-1].content) :]
     assert "8 Bob: can my partner" in quote and "ignore the above" not in quote
+
+
+def test_a_failed_missed_subjects_question_keeps_the_planned_topics() -> None:
+    reply = plan_misses_all_but(RELEASE, OFFSITE_LINE, OFFSITE)
+    summary = Summarizer(ScriptedBackend([reply] * 2)).summarize(TWO_SUBJECTS)  # the 3rd call fails
+    assert [t.title for t in summary.topics] == ["Release moved to Monday"]
+    extra = summary.meta.extra
+    assert (extra["missed_asked"], extra["added_topics"]) == (1, 0)
+    assert any("added nothing" in n and "script exhausted" in n for n in extra["notes"])
+    # The added topic's own description failing keeps the plan's topics too.
+    summary = Summarizer(ScriptedBackend([reply] * 3)).summarize(TWO_SUBJECTS)
+    assert [t.title for t in summary.topics] == ["Release moved to Monday"]
+    assert any("added topics were left out" in n for n in summary.meta.extra["notes"])
