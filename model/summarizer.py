@@ -248,6 +248,11 @@ class Summarizer:
             if len(topics) > limit:
                 meta_extra["dropped_topics"] = len(topics) - limit
                 topics = [topics[i] for i in most_covering(topics, messages, limit)]
+            if len(chunks) == 1 and (usage.added_topics or "dropped_topics" in meta_extra):
+                # The plan's sentence names the plan's topics: with topics added or dropped it would
+                # report what the summary no longer says (the README example's "roadmap meeting").
+                overall = _titles_sentence(topics, language)
+                meta_extra["overall_from_titles"] = True
             overall = guard.text(overall, drops, fallback=_titles_sentence(topics, language))
             summary = Summary(topics=topics, overall=overall)
         else:

@@ -623,6 +623,8 @@ def test_subjects_the_plan_left_out_are_asked_for_and_described() -> None:
     backend = ScriptedBackend([plan_misses_all_but(RELEASE, OFFSITE_LINE, OFFSITE)] * 4)
     summary = Summarizer(backend).summarize(TWO_SUBJECTS)
     assert [t.title for t in summary.topics] == ["Release moved to Monday", "Offsite at the lake"]
+    # The plan's sentence was about the release only; the overall now names what the summary holds.
+    assert summary.overall == "Topics: Release moved to Monday; Offsite at the lake."
     assert summary.topics[1].key_points[0].message_refs == [4, 6]
     extra = summary.meta.extra
     assert (extra["missed_asked"], extra["added_topics"], extra["calls"]) == (1, 1, 4)
@@ -654,6 +656,7 @@ def test_a_repeated_plan_title_adds_nothing() -> None:
     summary = Summarizer(ScriptedBackend([reply] * 3)).summarize(TWO_SUBJECTS)
     assert [t.title for t in summary.topics] == ["Release moved to Monday"]
     assert (summary.meta.extra["missed_asked"], summary.meta.extra["added_topics"]) == (1, 0)
+    assert summary.overall == "The release moves to Monday."  # nothing added: the model's own sentence
 
 
 def test_past_the_topic_cap_the_topics_covering_the_most_of_the_chat_are_kept() -> None:
