@@ -850,7 +850,7 @@ _WITHHELD = (
 
 def _titles_sentence(topics: Sequence[Topic], language: str) -> str:
     """An overall line made of the topic titles, for when the model's own line had to go."""
-    titles = [t.title for t in topics]
+    titles = [t.title.rstrip(".。;；, ") or t.title for t in topics]  # "…May 12-14." ends the sentence once
     if language == "zh":
         return "话题：" + "、".join(titles) + "。"
     return "Topics: " + "; ".join(titles) + "."
