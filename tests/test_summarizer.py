@@ -627,9 +627,8 @@ def test_subjects_the_plan_left_out_are_asked_for_and_described() -> None:
     assert summary.overall == "Topics: Release moved to Monday; Offsite at the lake."
     from model.summarizer import _titles_sentence
 
-    assert _titles_sentence([summary.topics[1].model_copy(update={"title": "Offsite: May 12-14."})], "en") == (
-        "Topics: Offsite: May 12-14."
-    )
+    dated = summary.topics[1].model_copy(update={"title": "Offsite: May 12-14."})
+    assert _titles_sentence([dated], "en") == "Topics: Offsite: May 12-14."
     assert summary.topics[1].key_points[0].message_refs == [4, 6]
     extra = summary.meta.extra
     assert (extra["missed_asked"], extra["added_topics"], extra["calls"]) == (1, 1, 4)
