@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -277,14 +276,9 @@ def planted_window(seed: int, n_messages: int = 200) -> tuple[list[ChatMessage],
 def subjects_found(summary: Summary, topic_of: dict[int, int]) -> int:
     """How many planted topics some summary topic is tied to: the one most of its cited messages are
     of (the rule of ``bench/chatsum_quality.py``'s "planted topics found")."""
-    found: set[int] = set()
-    for topic in summary.topics:
-        items = (*topic.key_points, *topic.decisions, *topic.action_items)
-        refs = {r for item in items for r in item.message_refs}
-        votes = Counter(topic_of[r] for r in refs if r in topic_of)
-        if votes:
-            found.add(votes.most_common(1)[0][0])
-    return len(found)
+    from bench.chatsum_quality import tie_by_refs
+
+    return len({k for k in (tie_by_refs(topic_of, t) for t in summary.topics) if k is not None})
 
 
 def _peak_rss_mb() -> float:

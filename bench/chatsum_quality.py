@@ -360,7 +360,12 @@ def match_topics(chat: BenchChat, summary: Summary) -> tuple[int, int, int]:
 
 def tie(chat: BenchChat, topic: Topic) -> int | None:
     """The planted topic (index) most of ``topic``'s cited messages belong to; None if none is cited."""
-    owner = {mid: i for i, t in enumerate(chat.planted_topics) for mid in t.message_ids}
+    return tie_by_refs({mid: i for i, t in enumerate(chat.planted_topics) for mid in t.message_ids}, topic)
+
+
+def tie_by_refs(owner: dict[int, int], topic: Topic) -> int | None:
+    """The planted topic (``owner``: message ref -> planted index) most of ``topic``'s cited messages
+    belong to; None if it cites none of them. Shared with ``bench/chatsum_latency.py``."""
     cited = [k.message_refs for k in (*topic.key_points, *topic.decisions)]
     cited += [a.message_refs for a in topic.action_items]
     votes = Counter(owner[r] for r in {r for refs in cited for r in refs} if r in owner)

@@ -20,7 +20,7 @@ Design (measured on the embedded 1.5B, see ``bench/chatsum_latency.py`` and the 
   distinct views, none copied, 481 tokens (JSON then; the line format is ~25% fewer tokens).
 * **The subjects the plan left out.** The 1.5B's plans often list the details of one subject as topics
   ("Seating plan", "Parking", "Wifi" of one office move) and leave others out. After step 2, the
-  messages that no topic cites or shares a telling word with are found (``model.validate.uncovered``);
+  messages that no topic cites or best matches by words are found (``model.validate.uncovered``);
   when they are at least ``MISSED_MIN`` and ``MISSED_SHARE`` of the window, step 1 is asked again for
   those messages only, quoted after the chat (``model.prompts.build_missed_turns``: the chat stays the
   cached prefix), and step 2 describes what it adds. Then, past the window's cap (``topic_cap``; a

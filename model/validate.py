@@ -485,23 +485,24 @@ MISSED_MIN_WORDS = 2
 
 
 def uncovered(topics: Sequence[Topic], messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-    """The messages with something to say that no topic covers: cited by none, and given to none by the
-    words they share with its title, views, points, decisions and actions (``Evidence.assign``; a bare
-    reply goes with the message it answers).
+    """The messages with something to say that no topic covers (``covered_by``): cited by none, and the
+    best match of none by the words they share with what it says (a bare reply goes with the message it
+    answers).
 
     Why: the 1.5B's plans list the details of one subject as topics and leave others out, and what is
     left out shows as messages no topic shares a telling word with. Views count here (unlike in
     ``back_by_content``): "Wants a cheaper house" ties the house messages to its topic.
     """
     evidence = Evidence(messages)
-    cited = {r for t in topics for r in _refs_of(t)}
-    about = [evidence.terms(_topic_text(t)) for t in topics]
-    given = evidence.assign(about)
-    return [
-        m
-        for m in messages
-        if m.ref not in cited and not given.get(m.ref) and evidence.telling(m.ref) >= MISSED_MIN_WORDS
-    ]
+    covered = set().union(*covered_by(topics, evidence))
+    return [m for m in messages if m.ref not in covered and evidence.telling(m.ref) >= MISSED_MIN_WORDS]
+
+
+def covered_by(topics: Sequence[Topic], evidence: Evidence) -> list[set[int]]:
+    """Each topic's messages: those it cites and those given to it by ``Evidence.assign`` over its title,
+    views, points, decisions and actions."""
+    given = evidence.assign([evidence.terms(_topic_text(t)) for t in topics])
+    return [_refs_of(t) | {r for r, mine in given.items() if i in mine} for i, t in enumerate(topics)]
 
 
 def _topic_text(topic: Topic) -> str:
@@ -518,8 +519,7 @@ def _topic_text(topic: Topic) -> str:
 
 def most_covering(topics: Sequence[Topic], messages: Sequence[ChatMessage], k: int) -> list[int]:
     """Indexes (in order) of at most ``k`` topics that together cover the most messages: greedy set cover,
-    a topic covering the messages it cites and those given to it by the words they share most with what
-    it says (``Evidence.assign``, as ``uncovered`` reads it).
+    a topic covering the messages ``covered_by`` gives it (as ``uncovered`` reads them).
 
     Why not the biggest ``k``: the details of one subject listed as topics ("Seating plan", "Parking",
     "Wifi" of one office move) are each big and share their subject's messages; a topic the
@@ -528,9 +528,7 @@ def most_covering(topics: Sequence[Topic], messages: Sequence[ChatMessage], k: i
     many messages but is the best match of few; on the README's example the word rule kept it over the
     sync-engine PR.
     """
-    evidence = Evidence(messages)
-    given = evidence.assign([evidence.terms(_topic_text(t)) for t in topics])
-    covers = [_refs_of(t) | {r for r, mine in given.items() if i in mine} for i, t in enumerate(topics)]
+    covers = covered_by(topics, Evidence(messages))
     chosen: list[int] = []
     seen: set[int] = set()
     for _ in range(min(k, len(topics))):
