@@ -13,7 +13,9 @@ Sources:
   ``agent`` and ``all``, the whole-exchange summary), as Baichuan2-Sum trains them;
 * aspect data (a dialogue or a document, an aspect or topic, a summary) -> ``aspect`` records;
 * collected chats from storage: each conversation window (the same slicing as the bot) labelled by a
-  human-corrected summary when one is stored, else by a *teacher* back-end in ``chatsum`` mode. Only
+  human-corrected summary when one is stored, else by a *teacher* back-end in ``chatsum`` mode. A
+  ``chatsum`` label is one record **per model call** inference makes (``step``: the plan, each topic,
+  the missed-subjects question; ``model.prompts.chatsum_training_pairs``), all in the window's group. Only
   what ``storage.queries.load_window_messages`` returns is ever read, so deleted messages, opted-out
   placeholders and everything by a user who is opted out now never reach a record; a stored correction
   whose window has changed since (a message deleted or its author opted out) is skipped rather than
@@ -41,7 +43,7 @@ import typer
 
 from finetune.datasets import EvalExample, example_from_record, messages_from_turns, read_jsonl
 from model.language import detect_language
-from model.prompts import ROLE_MODES, build_training_example, summary_to_target
+from model.prompts import ROLE_MODES, build_training_example, chatsum_training_pairs, summary_to_target
 from model.schema import ChatMessage, Summary
 from model.tokens import estimate_tokens
 
@@ -68,6 +70,12 @@ class InstructionRecord:
     label: str  # where the target came from: reference | correction | teacher:<model>
     focus: str | None = None
     messages: tuple[ChatMessage, ...] = field(default=(), repr=False, compare=False)
+    step: str = ""  # chatsum: which model call ("plan", "topic", "missed"); empty for one-call modes
+
+    @property
+    def whole_window(self) -> bool:
+        """Whether the record stands for its window in evaluation: one per window (a chatsum plan)."""
+        return self.step in ("", "plan")
 
     def to_json(self) -> dict[str, Any]:
         """TRL's conversational prompt-completion row, plus what evaluation needs to re-run the prompt."""
@@ -79,6 +87,7 @@ class InstructionRecord:
             "language": self.language,
             "focus": self.focus,
             "label": self.label,
+            "step": self.step,
             "prompt": [{"role": r, "content": c} for r, c in self.prompt],
             "completion": [{"role": "assistant", "content": self.completion}],
             "messages": [m.model_dump(mode="json", exclude_none=True) for m in self.messages],
@@ -100,6 +109,7 @@ class InstructionRecord:
                 label=str(row.get("label", "reference")),
                 focus=row.get("focus"),
                 messages=tuple(ChatMessage.model_validate(m) for m in row.get("messages", [])),
+                step=str(row.get("step") or ""),
             )
         except (KeyError, TypeError, IndexError, ValueError) as err:
             raise DataError(f"{where}: not an instruction record ({type(err).__name__}: {err})") from None
@@ -137,7 +147,7 @@ def chatsum_text(target: str) -> str:
     return " ".join(p for p in parts if p)
 
 
-def make_record(
+def make_records(
     messages: Sequence[ChatMessage],
     *,
     mode: str,
@@ -148,22 +158,37 @@ def make_record(
     label: str,
     language: str | None = None,
     focus: str | None = None,
-) -> InstructionRecord:
-    """The one place a record's prompt is built: ``model.prompts.build_training_example``."""
+) -> list[InstructionRecord]:
+    """The one place records' prompts are built (``model.prompts``): one record for a one-call mode, one
+    per call for ``chatsum`` (ids ``<rid>:plan``, ``<rid>:topic1``…, ``<rid>:missed``). Training only
+    the plan would leave the topic answers, most of what a chatsum summary says, untrained."""
     lang = language or detect_language([m.text for m in messages])
-    turns, completion = build_training_example(messages, mode, lang, target, focus=focus)
-    return InstructionRecord(
-        id=rid,
-        group=group,
-        source=source,
-        mode=mode,
-        language=lang,
-        prompt=tuple((t.role, t.content) for t in turns),
-        completion=completion,
-        label=label,
-        focus=focus if mode == "aspect" else None,
-        messages=tuple(messages),
-    )
+    if mode == "chatsum":
+        calls = []
+        topics = 0
+        for st in chatsum_training_pairs(messages, lang, target):
+            topics += st.step == "topic"
+            name = f"topic{topics}" if st.step == "topic" else st.step
+            calls.append((f"{rid}:{name}", st.step, st.turns, st.target))
+    else:
+        turns, completion = build_training_example(messages, mode, lang, target, focus=focus)
+        calls = [(rid, "", turns, completion)]
+    return [
+        InstructionRecord(
+            id=call_id,
+            group=group,
+            source=source,
+            mode=mode,
+            language=lang,
+            prompt=tuple((t.role, t.content) for t in turns),
+            completion=completion,
+            label=label,
+            focus=focus if mode == "aspect" else None,
+            messages=tuple(messages),
+            step=step,
+        )
+        for call_id, step, turns, completion in calls
+    ]
 
 
 # ----------------------------------------------------------------------------------- public datasets
@@ -198,7 +223,9 @@ def records_from_example(ex: EvalExample, source: str, kind: str = "auto") -> li
         raise DataError(f"unknown data kind {kind!r}; choose one of auto, {', '.join(SOURCE_KINDS)}")
     group = f"{source}:{ex.id}"
     return [
-        make_record(
+        rec
+        for mode in modes
+        for rec in make_records(
             ex.messages,
             mode=mode,
             target=ex.reference(mode),
@@ -208,7 +235,6 @@ def records_from_example(ex: EvalExample, source: str, kind: str = "auto") -> li
             label="reference",
             focus=ex.focus,
         )
-        for mode in modes
     ]
 
 
@@ -443,7 +469,7 @@ def records_from_chats(
                 summary = Summary.model_validate(row.corrected)
                 target = summary_to_target(summary) if row.mode == "chatsum" else summary.overall
                 messages = to_chat_messages(span)
-                rec = make_record(
+                recs = make_records(
                     messages,
                     mode=row.mode,
                     target=target,
@@ -457,7 +483,7 @@ def records_from_chats(
                 stats.corrections_skipped += 1
                 stats.notes.append(f"correction {row.id} of {chat_key} is unusable: {err}")
                 continue
-            records.append(rec)
+            records.extend(recs)
             covered |= ids
             stats.corrections += 1
 
@@ -501,8 +527,8 @@ def records_from_chats(
                         f"{time.perf_counter() - start:.1f} s"
                     )
             first, last = win.messages[0].id, win.messages[-1].id
-            records.append(
-                make_record(
+            records.extend(
+                make_records(
                     messages,
                     mode="chatsum",
                     target=target,

@@ -797,7 +797,7 @@ def compare_on_validation(
     from finetune.eval import build_summarizer, evaluate, metrics_table, summarizer_generator, write_reports
     from finetune.metrics import EmbeddingScorer
 
-    picked = list(records)[:limit]
+    picked = [r for r in records if r.whole_window][:limit]  # a chatsum window once, not once per call
     by_mode: dict[str, list[InstructionRecord]] = {}
     for rec in picked:
         by_mode.setdefault(rec.mode, []).append(rec)

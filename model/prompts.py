@@ -31,7 +31,9 @@ Why it looks the way it does:
   ``Point:``/``Decided:`` lines with refs and optional ``Todo Name:`` lines. The topic questions share
   everything up to the plan, so a back-end that can (llama.cpp here) answers them in parallel.
 * **Training uses the same builders.** ``build_training_example`` returns the very turns ``build_turns``
-  makes (without in-context examples: a fine-tuned model has learned the task) plus the target.
+  makes (without in-context examples: a fine-tuned model has learned the task) plus the target; a
+  chatsum answer is trained as every call inference makes (``chatsum_training_pairs``: the plan, each
+  topic, and the missed-subjects question).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from model.backends.base import CopyGuard, Turn
+from model.evidence import Evidence
 from model.injection import INSTRUCTION_MARK, addressed_to_bot
 from model.language import FIRST_CLASS, language_name
 from model.prompt_examples import (
@@ -55,7 +58,8 @@ from model.prompt_examples import (
     ROLE_ZH,
     ExampleChat,
 )
-from model.schema import MODES, ChatMessage, Summary
+from model.schema import MODES, ActionItem, ChatMessage, KeyPoint, ParticipantView, Summary, Topic
+from model.validate import MISSED_MIN_WORDS, covered_by
 
 PROMPT_VERSION = "chatsum-prompts/6"
 
@@ -487,8 +491,9 @@ def _chatsum_example_turns(language: str) -> list[Turn]:
     ex = CHATSUM_ZH if _lang_key(language) == "zh" else CHATSUM_EN
     pairs = chatsum_training_pairs(_example_messages(ex), language, ex.summary, few_shot=False)
     turns: list[Turn] = []
-    for prompt, target in pairs:  # the plan, then each topic asked in turn, as one conversation
-        turns.extend([prompt[-1], Turn("assistant", target)])
+    for step in pairs:  # the plan, then each topic asked in turn, as one conversation
+        if step.step != "missed":  # the question is asked of the chat, not shown in the example
+            turns.extend([step.turns[-1], Turn("assistant", step.target)])
     return turns
 
 
@@ -542,18 +547,34 @@ def build_training_example(
     if not target_text.strip():
         raise PromptError("training target is empty")
     if mode == "chatsum":
-        return chatsum_training_pairs(dialogue_messages, language, target_text, few_shot=False)[0]
+        first = chatsum_training_pairs(dialogue_messages, language, target_text, few_shot=False)[0]
+        return first.turns, first.target
     return build_turns(dialogue_messages, mode, language, focus, few_shot=False), target_text.strip()
+
+
+class TrainingStep(NamedTuple):
+    """One model call of a chatsum answer as fine-tuning sees it: which call, its turns, its answer."""
+
+    step: str  # "plan", "topic" or "missed"
+    turns: list[Turn]
+    target: str
+
+
+#: The missed-subjects step is trained on a window whose left-out topic cites at least this many messages.
+MISSED_TRAIN_MIN = 2
 
 
 def chatsum_training_pairs(
     messages: Sequence[ChatMessage], language: str, target_text: str, *, few_shot: bool = False
-) -> list[tuple[list[Turn], str]]:
-    """Every step of a chatsum answer as (prompt turns, assistant target): the plan, then each topic.
+) -> list[TrainingStep]:
+    """Every call inference makes for a chatsum answer, with the answer it should get: the plan, each
+    topic, and the missed-subjects question.
 
     ``target_text`` is the compact JSON of ``summary_to_target``; the plan and the topic answers are cut
     from it here and written as the model-facing lines, so training data, the in-context example and
-    inference share one format.
+    inference share one format. The missed-subjects step leaves the last topic out: its cited messages
+    are quoted as ``build_missed_turns`` quotes the ones a plan left uncovered, and the answer is its plan
+    line. It needs two topics or more, and ``MISSED_TRAIN_MIN`` messages cited by the last one.
     """
     try:
         data = json.loads(target_text)
@@ -564,11 +585,53 @@ def chatsum_training_pairs(
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise PromptError(f"chatsum target is not the compact JSON of summary_to_target: {err}") from None
     plan_turns = build_turns(messages, "chatsum", language, few_shot=few_shot)
-    pairs = [(plan_turns, plan)]
+    steps = [TrainingStep("plan", plan_turns, plan)]
     for i, topic in enumerate(topics, start=1):
         turns = build_topic_turns(plan_turns, plan, i, topic["title"], list(topic["views"]), language)
-        pairs.append((turns, topic_answer(topic, language)))
-    return pairs
+        steps.append(TrainingStep("topic", turns, topic_answer(topic, language)))
+    if len(topics) >= 2:
+        quoted = _left_out(messages, [_target_topic(t) for t in topics])
+        if len(quoted) >= MISSED_TRAIN_MIN:
+            last = topics[-1]
+            line = plan_text("", [(last["title"], list(last["views"]))], language).splitlines()[0]
+            turns = build_missed_turns(plan_turns, quoted, language)
+            steps.append(TrainingStep("missed", turns, line + "\n"))
+    return steps
+
+
+def _target_topic(topic: dict[str, Any]) -> Topic:
+    """One topic of the compact JSON as a ``Topic`` (for the coverage rules of ``model.validate``)."""
+
+    def points(key: str) -> list[KeyPoint]:
+        return [KeyPoint(text=p["text"], message_refs=p.get("refs", [])) for p in topic.get(key, [])]
+
+    return Topic(
+        title=topic["title"],
+        participants=[ParticipantView(speaker=s, view=v) for s, v in topic["views"].items()],
+        key_points=points("points"),
+        decisions=points("decisions"),
+        action_items=[
+            ActionItem(owner=a.get("owner") or None, text=a["text"], message_refs=a.get("refs", []))
+            for a in topic.get("actions", [])
+        ],
+    )
+
+
+def _left_out(messages: Sequence[ChatMessage], topics: Sequence[Topic]) -> list[ChatMessage]:
+    """What the missed-subjects question would quote had the plan left the last topic out: the messages
+    the last topic covers and the others do not, with telling words, not addressed to the bot
+    (``model.validate.uncovered``'s rule, as the summarizer applies it)."""
+    evidence = Evidence(messages)
+    covers = covered_by(topics, evidence)
+    others = set().union(*covers[:-1])
+    return [
+        m
+        for m in messages
+        if m.ref in covers[-1]
+        and m.ref not in others
+        and evidence.telling(m.ref) >= MISSED_MIN_WORDS
+        and not addressed_to_bot(m.text)
+    ]
 
 
 def _refs_text(refs: Sequence[int]) -> str:
@@ -638,7 +701,8 @@ def build_missed_turns(
     most: int = MISSED_MAX_TOPICS,
 ) -> list[Turn]:
     """Step 1 again, for the messages the plan's topics left uncovered: the plan's conversation with
-    those messages quoted after the chat and the question asked of them only.
+    those messages (at most ``MISSED_QUOTED``, spread over all of them: they may be several left-out
+    subjects) quoted after the chat and the question asked of them only.
 
     The plans of the 1.5B list the details of one subject as topics and leave whole subjects out
     (bench/chatsum_quality.py: 56 % of the planted topics found). Quoting the left-out messages last
@@ -647,7 +711,11 @@ def build_missed_turns(
     the quote is new prefill. Messages keep their numbers and marks.
     """
     key = _lang_key(language)
-    chat = format_dialogue(missed, language, compact=True)
+    quoted = list(missed)
+    if len(quoted) > MISSED_QUOTED:
+        every = len(quoted) / MISSED_QUOTED
+        quoted = [quoted[int(i * every)] for i in range(MISSED_QUOTED)]
+    chat = format_dialogue(quoted, language, compact=True)
     question = _TASK[key]["missed"].format(chat=chat, most=max(1, most))
     last = plan_turns[-1]
     return [*plan_turns[:-1], Turn(last.role, last.content + "\n" + question)]

@@ -63,7 +63,6 @@ from model.owners import own_by_commitment
 from model.prompts import (
     MAX_TOPICS,
     MISSED_MAX_TOPICS,
-    MISSED_QUOTED,
     PROMPT_VERSION,
     TEXT_MODES,
     build_group_turns,
@@ -626,11 +625,7 @@ class Summarizer:
     ) -> list[RawPlan.Item]:
         """Ask which subjects the ``missed`` messages discuss: at most ``room`` topics not already planned.
         An unusable answer or a failed call adds none (and is noted): the plan's topics stand either way."""
-        quoted = list(missed)
-        if len(quoted) > MISSED_QUOTED:  # spread over all of them: they may be several left-out subjects
-            step = len(quoted) / MISSED_QUOTED
-            quoted = [quoted[int(i * step)] for i in range(MISSED_QUOTED)]
-        turns = build_missed_turns(plan_turns, quoted, language, most=room)
+        turns = build_missed_turns(plan_turns, missed, language, most=room)
         usage.missed_asked += 1
         try:
             completion = self._complete(

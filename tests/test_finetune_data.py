@@ -22,6 +22,7 @@ from finetune.data import (
     records_from_file,
     split_of,
     write_dataset,
+    write_records,
 )
 from model.backends.base import Completion, Turn
 from model.prompts import build_turns
@@ -334,12 +335,24 @@ def test_collected_chats_never_contain_opted_out_text_and_corrections_win(
     assert "4417" not in dumped and "Elm Street" not in dumped
     assert not any("4417" in seen for seen in teacher.seen)  # not even the teacher saw it
     assert stats.corrections == 1 and stats.corrections_skipped == 1  # Bob's window changed: not trusted
-    labels = sorted(r.label for r in records)
-    assert labels == ["correction", "teacher:echo-teacher", "teacher:echo-teacher"]
-    fixed = next(r for r in records if r.label == "correction")
+    windows = {r.group: r.label for r in records if r.whole_window}
+    assert sorted(windows.values()) == ["correction", "teacher:echo-teacher", "teacher:echo-teacher"]
+    # A chatsum window is one record per model call, all in the window's group with its label.
+    assert all(r.label == windows[r.group] for r in records)
+    for group in windows:
+        steps = [r.step for r in records if r.group == group]
+        assert steps[0] == "plan" and steps.count("plan") == 1 and "topic" in steps, steps
+    fixed_steps = [r for r in records if r.label == "correction"]
+    assert [r.id.rsplit(":", 1)[-1] for r in fixed_steps] == ["plan", "topic1"]  # one topic: none left out
+    fixed, topic = fixed_steps
     from model.validate import parse_plan
 
     assert parse_plan(fixed.completion).overall == "Dan and Eve agreed the release notes."  # step 1's target
+    assert topic.prompt[-1][1].startswith("Step 2 for topic 1: Release notes")
+    assert topic.completion.splitlines()[0] == "Dan: wrote notes"  # step 2's target: the corrected view
+    write_records(tmp_path / "chats.jsonl", records)
+    back = read_records(tmp_path / "chats.jsonl")
+    assert [(r.id, r.step, r.completion) for r in back] == [(r.id, r.step, r.completion) for r in records]
     assert not any("release note" in seen for seen in teacher.seen)  # the corrected window is not re-labelled
     assert all(r.mode == "chatsum" for r in records)
     want = build_turns(list(fixed.messages), "chatsum", "en", few_shot=False)

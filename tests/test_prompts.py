@@ -12,6 +12,7 @@ from model.prompts import (
     LIMITS,
     MAX_POINTS,
     MAX_TOPICS,
+    MISSED_QUOTED,
     PROMPT_VERSION,
     PromptError,
     build_group_turns,
@@ -257,12 +258,16 @@ def test_chatsum_examples_obey_their_own_grammars(example, language: str, accept
     assert len(data["overall"]) <= lim["overall"]
     assert 1 <= len(data["topics"]) <= MAX_TOPICS
     messages = chat(*[(line[0], line[1]) for line in example.lines])
-    (_, plan), *topics = chatsum_training_pairs(messages, language, example.summary)
+    steps = chatsum_training_pairs(messages, language, example.summary)
+    plan = steps[0].target
     assert accepts(plan_grammar(order, language, max_topics=3), plan)
-    for topic, (_, answer) in zip(data["topics"], topics, strict=True):
+    topics = [s.target for s in steps if s.step == "topic"]
+    for topic, answer in zip(data["topics"], topics, strict=True):
         assert len(topic["title"]) <= lim["title"]
         people = list(topic["views"])
         assert accepts(topic_grammar(people, order, len(example.lines), language), answer), answer
+    (missed,) = [s.target for s in steps if s.step == "missed"]  # a training target inference can decode
+    assert accepts(missed_grammar(order, language), missed), missed
 
 
 def test_chatsum_prefix_shows_the_example_in_both_steps() -> None:
@@ -366,18 +371,51 @@ def test_chatsum_training_pairs_are_every_step_of_the_answer() -> None:
     messages = chat(*[(line[0], line[1]) for line in CHATSUM_EN.lines])
     target = summary_to_target(Summary.model_validate(_summary_from_compact(CHATSUM_EN.summary)))
     pairs = chatsum_training_pairs(messages, "en", target)
-    assert len(pairs) == 4
-    (plan_turns, plan), *topic_pairs = pairs
+    assert [p.step for p in pairs] == ["plan", "topic", "topic", "topic", "missed"]
+    (_, plan_turns, plan), *topic_pairs, _ = pairs
     assert plan_turns == build_turns(messages, "chatsum", "en", few_shot=False)
     second = parse_plan(plan).topics[1]
     assert (second.title, second.people) == ("Staging 502 errors", ["Tom", "Lena", "Marco"])
-    for i, (turns, answer) in enumerate(topic_pairs, start=1):
+    for i, (_, turns, answer) in enumerate(topic_pairs, start=1):
         assert turns[: len(plan_turns)] == plan_turns and turns[-2].content == plan
         assert f"Step 2 for topic {i}" in turns[-1].content
         assert parse_topic_answer(answer, ["Priya", "Tom", "Lena", "Marco"]).views
-    assert build_training_example(messages, "chatsum", "en", target) == pairs[0]
+    assert build_training_example(messages, "chatsum", "en", target) == (plan_turns, plan)
     with pytest.raises(PromptError, match="compact JSON"):
         chatsum_training_pairs(messages, "en", "not json")
+
+
+def test_the_missed_step_is_trained_as_inference_asks_it() -> None:
+    """The last topic left out: what it covers and the others do not is quoted as ``build_missed_turns``
+    quotes what a plan left uncovered, and its plan line (people included) is the answer."""
+    from model.schema import Summary
+
+    messages = chat(*[(line[0], line[1]) for line in CHATSUM_EN.lines])
+    target = summary_to_target(Summary.model_validate(_summary_from_compact(CHATSUM_EN.summary)))
+    *_, missed = chatsum_training_pairs(messages, "en", target)
+    last = json.loads(target)["topics"][-1]
+    assert last["title"] == "Pizza Friday"
+    pizza = [m for m in messages if m.ref in (13, 14)]  # "reminder: pizza friday", "pepperoni pls"
+    plan_turns = build_turns(messages, "chatsum", "en", few_shot=False)
+    assert missed.step == "missed"
+    assert missed.turns == build_missed_turns(plan_turns, pizza, "en")
+    assert missed.target == "Pizza Friday | Priya, Marco\n"
+    assert parse_plan(missed.target + "Overall: x.").topics[0].title == last["title"]
+
+    # One topic, or a last topic whose messages the others cover: nothing was left out.
+    topics = json.loads(target)["topics"]
+    one = json.dumps({"overall": "x", "topics": topics[:1]})
+    assert [p.step for p in chatsum_training_pairs(messages, "en", one)] == ["plan", "topic"]
+    again = json.dumps({"overall": "x", "topics": [*topics, topics[0]]})
+    assert "missed" not in [p.step for p in chatsum_training_pairs(messages, "en", again)]
+
+
+def test_missed_question_quotes_at_most_its_limit_spread_over_all() -> None:
+    messages = chat(*[(f"P{i % 4}", f"message number {i} about things") for i in range(40)])
+    turns = build_missed_turns(build_turns(messages, "chatsum", "en"), messages, "en")
+    quoted = turns[-1].content.split("These messages of the chat are about other subjects")[1]
+    shown = [int(line.split()[0]) for line in quoted.splitlines()[1:] if line[:1].isdigit()]
+    assert len(shown) == MISSED_QUOTED and shown[0] == 1 and shown[-1] > 35
 
 
 def _summary_from_compact(text: str) -> dict:  # type: ignore[type-arg]
