@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,22 +46,40 @@ def completion(text: str, finish: str = "stop", prompt: int = 42, done: int = 7)
 
 
 class StandIn:
-    """Scripted replies per path; what was asked is kept in ``requests``."""
+    """Scripted replies per path; what was asked is kept in ``requests``. ``answer``, when set, replies
+    to each chat request's JSON instead of the script; ``most_in_flight`` is the most requests the
+    server was handling at one time."""
 
     def __init__(self) -> None:
         self.script: dict[str, list[Reply]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.answer: Callable[[dict[str, Any]], Reply] | None = None
+        self.in_flight = 0
+        self.most_in_flight = 0
+        lock = threading.Lock()
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
-                stand_in.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"{}")}
-                )
-                queue = stand_in.script.get(self.path) or [Reply(404, {"error": {"message": "no route"}})]
-                reply = queue.pop(0) if len(queue) > 1 else queue[0]
+                body = json.loads(raw or b"{}")
+                with lock:
+                    stand_in.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
+                    stand_in.in_flight += 1
+                    stand_in.most_in_flight = max(stand_in.most_in_flight, stand_in.in_flight)
+                try:
+                    self._reply(body)
+                finally:
+                    with lock:
+                        stand_in.in_flight -= 1
+
+            def _reply(self, body: dict[str, Any]) -> None:
+                if stand_in.answer is not None and self.path.endswith("/chat/completions"):
+                    reply = stand_in.answer(body)
+                else:
+                    queue = stand_in.script.get(self.path) or [Reply(404, {"error": {"message": "no route"}})]
+                    reply = queue.pop(0) if len(queue) > 1 else queue[0]
                 time.sleep(reply.delay_s)
                 data = json.dumps(reply.body).encode()
                 try:
@@ -258,3 +276,97 @@ def test_registry_builds_the_configured_backend_once_per_process(
     clear_backends()
     assert get_backend(cfg) is not first
     clear_backends()
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    return str(body["messages"][-1]["content"])
+
+
+def test_complete_many_has_every_request_in_flight_at_once(server: StandIn) -> None:
+    """Each conversation is its own request, with its own options, and all are sent before any answer
+    comes back: the stand-in holds every reply until three requests are open at the same time."""
+    together = threading.Barrier(3, timeout=10)
+
+    def answer(body: dict[str, Any]) -> Reply:
+        together.wait()  # sent one after the other, the first would wait here alone and fail
+        return Reply(body=completion(f"re: {_last_user(body)}"))
+
+    server.answer = answer
+    asks = [[Turn("user", f"question {i}")] for i in range(3)]
+    out = backend(server, seed=None).complete_many(
+        asks, max_tokens=[8, 16, 32], grammars=["root ::= [a-z]+", None, None], temperature=[0.0, 0.7, 0.7],
+        seeds=[5, 6, 7],
+    )
+    assert [c.text for c in out] == ["re: question 0", "re: question 1", "re: question 2"]
+    assert server.most_in_flight == 3
+    sent = {_last_user(r["json"]): r["json"] for r in server.requests}
+    assert [sent[f"question {i}"]["max_tokens"] for i in range(3)] == [8, 16, 32]
+    assert [sent[f"question {i}"]["temperature"] for i in range(3)] == [0.0, 0.7, 0.7]
+    assert [sent[f"question {i}"]["seed"] for i in range(3)] == [5, 6, 7]
+    assert sent["question 0"]["grammar"] == "root ::= [a-z]+" and "grammar" not in sent["question 1"]
+
+
+def test_complete_many_one_at_a_time_when_parallel_is_1_and_no_invented_seeds(server: StandIn) -> None:
+    server.answer = lambda body: Reply(body=completion(f"re: {_last_user(body)}"), delay_s=0.05)
+    out = backend(server, parallel=1).complete_many([[Turn("user", "a")], [Turn("user", "b")]], max_tokens=4)
+    assert [c.text for c in out] == ["re: a", "re: b"] and server.most_in_flight == 1
+    assert all("seed" not in r["json"] for r in server.requests)  # no seed configured, none given
+
+
+def test_complete_many_raises_a_failure_once_every_request_ended(server: StandIn) -> None:
+    def answer(body: dict[str, Any]) -> Reply:
+        if _last_user(body) == "bad":
+            return Reply(400, {"error": {"message": "max_tokens is too large"}})
+        return Reply(body=completion("fine"), delay_s=0.2)
+
+    server.answer = answer
+    asks = [[Turn("user", "good 1")], [Turn("user", "bad")], [Turn("user", "good 2")]]
+    with pytest.raises(BackendError, match="max_tokens is too large"):
+        backend(server).complete_many(asks, max_tokens=4)
+    assert sorted(_last_user(r["json"]) for r in server.requests) == ["bad", "good 1", "good 2"]
+
+
+def test_chatsum_asks_its_topic_questions_together(server: StandIn) -> None:
+    """The real summarizer over HTTP: the plan, then both topic questions in flight at the same time
+    (a server batches them), and a summary grounded in the window."""
+    from datetime import UTC, datetime, timedelta
+
+    from model.schema import ChatMessage
+    from model.summarizer import Summarizer
+
+    t0 = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+    lines = [
+        ("Ann", "lunch at noon tomorrow? the ramen place"),
+        ("Bob", "noon works, ramen is good"),
+        ("Cy", "who is coming to the lake on saturday?"),
+        ("Bob", "lake saturday yes, I can drive us"),
+        ("Cy", "great, I bring the kayak"),
+    ]
+    window = [
+        ChatMessage(ref=i, speaker=who, text=text, sent_at=t0 + timedelta(minutes=i))
+        for i, (who, text) in enumerate(lines, start=1)
+    ]
+    topics = threading.Barrier(2, timeout=10)
+    answers = {
+        "Step 2 for topic 1": "Ann: Suggests ramen at noon tomorrow.\nBob: Agrees to noon.\n"
+        "Point: Lunch at noon. [1, 2]",
+        "Step 2 for topic 2": "Cy: Asks who joins the lake trip.\nBob: Offers to drive.\n"
+        "Point: Lake on Saturday. [3, 4]",
+    }
+    plan = "Lunch | Ann, Bob\nLake trip | Cy, Bob\nOverall: Lunch and a lake trip."
+
+    def answer(body: dict[str, Any]) -> Reply:
+        question = _last_user(body)
+        for opening, text in answers.items():
+            if question.startswith(opening):
+                topics.wait()
+                return Reply(body=completion(text))
+        return Reply(body=completion(plan))
+
+    server.answer = answer
+    summary = Summarizer(backend(server), candidates=1).summarize(window, mode="chatsum")
+    assert [t.title for t in summary.topics] == ["Lunch", "Lake trip"]
+    assert [p.speaker for p in summary.topics[1].participants] == ["Cy", "Bob"]
+    assert summary.topics[0].key_points[0].message_refs == [1, 2]
+    chat_requests = [r for r in server.requests if r["path"].endswith("/chat/completions")]
+    assert server.most_in_flight == 2 and len(chat_requests) == 3  # the plan, then both topics at once

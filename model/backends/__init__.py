@@ -89,6 +89,7 @@ def build_backend(config: Config, *, progress: ProgressFn | None = None) -> Back
             max_retries=oc.max_retries,
             json_schema=oc.json_schema,
             seed=config.model.seed,
+            parallel=oc.parallel,
         )
     raise BackendError(f"model.backend: unknown back-end {kind!r} (llama_cpp, transformers, openai)")
 

@@ -5,6 +5,11 @@ point ``[model.openai] base_url`` at it. Plain httpx rather than the ``openai`` 
 dependency small and the wire format visible; only ``/chat/completions`` (and, when the server
 offers it, ``/tokenize``) is used.
 
+A summary that asks several questions at once (chatsum's topic questions, which share the chat and the
+plan; the plain modes' candidates) sends them together (``complete_many``, at most ``parallel`` in
+flight): the server batches concurrent requests (vLLM's continuous batching, a llama.cpp server's
+slots), and with prefix caching reads their shared prefix once, so they cost about one answer's time.
+
 The API key comes from an environment variable only and is sent as a bearer header; it is never put
 in an error message, a log line or ``repr``. Retries with exponential backoff cover what a busy
 inference server does under load (429, 5xx, timeouts, refused connections); other 4xx errors are the
@@ -17,11 +22,13 @@ import contextlib
 import os
 import random
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
-from model.backends.base import BackendError, Completion, Turn
+from model.backends.base import BackendError, Completion, CopyGuard, Turn, per_request, per_request_sampling
 from model.tokens import estimate_tokens
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -51,6 +58,7 @@ class OpenAIBackend:
         context_length: int = DEFAULT_CONTEXT,
         seed: int | None = None,
         backoff_s: float = 1.0,
+        parallel: int = 8,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise BackendError(
@@ -66,6 +74,7 @@ class OpenAIBackend:
         self.context_length = context_length
         self.seed = seed
         self.backoff_s = backoff_s
+        self.parallel = max(1, parallel)
         self._tokenize_url: str | bool | None = None  # None: not probed yet; False: server has none
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
 
@@ -205,6 +214,40 @@ class OpenAIBackend:
             seconds=seconds,
             extra={"constrained": constrained, "server_model": body.get("model", ""), "finish": finish},
         )
+
+    def complete_many(
+        self,
+        requests: Sequence[list[Turn]],
+        *,
+        max_tokens: int | Sequence[int],
+        grammars: Sequence[str | None] | None = None,
+        temperature: float | Sequence[float] = 0.0,
+        guards: Sequence[CopyGuard | None] | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
+        """Several conversations, one request each, all in flight together (``parallel`` at most).
+
+        httpx's ``Client`` may be shared between threads. ``guards`` are not applied: the server picks
+        the tokens. A request without a seed of its own gets none when the back-end has none (the
+        server's own randomness). Every request runs to its end before the first failure is raised.
+        """
+        n = len(requests)
+        budgets, gbnfs, _ = per_request(n, max_tokens, grammars, guards)
+        temps, seeded = per_request_sampling(n, temperature, seeds, self.seed or 0)
+        own = seeds is not None or self.seed is not None
+        seed_list: list[int | None] = list(seeded) if own else [None] * n
+
+        def one(i: int) -> Completion:
+            turns = list(requests[i])
+            return self.complete(
+                turns, max_tokens=budgets[i], grammar=gbnfs[i], temperature=temps[i], seed=seed_list[i]
+            )
+
+        if n <= 1 or self.parallel == 1:
+            return [one(i) for i in range(n)]
+        with ThreadPoolExecutor(min(n, self.parallel), thread_name_prefix="chatsum-openai") as pool:
+            futures = [pool.submit(one, i) for i in range(n)]
+        return [f.result() for f in futures]
 
     def count_tokens(self, text: str) -> int:
         """Exact via the server's ``/tokenize`` (vLLM, llama.cpp server) when offered, else estimated.
