@@ -81,7 +81,7 @@ class OpenAIConfig(_Section):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     json_schema: bool = True
-    parallel: Annotated[int, Field(ge=1, le=64)] = 8
+    parallel: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class ModelConfig(_Section):

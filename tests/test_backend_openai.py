@@ -270,9 +270,12 @@ def test_registry_builds_the_configured_backend_once_per_process(
     cfg = parse_config({"model": {"backend": "openai", "openai": {"base_url": server.url, "model": "m1"}}})
     first = get_backend(cfg)
     assert isinstance(first, OpenAIBackend) and first.model_id == "m1" and first.base_url == server.url
+    assert first.parallel == 1  # one request at a time unless the config says the server shares its cache
     assert get_backend(cfg) is first
-    other = parse_config({"model": {"backend": "openai", "openai": {"base_url": server.url, "model": "m2"}}})
-    assert get_backend(other) is not first
+    other = parse_config(
+        {"model": {"backend": "openai", "openai": {"base_url": server.url, "model": "m2", "parallel": 8}}}
+    )
+    assert get_backend(other) is not first and get_backend(other).parallel == 8  # type: ignore[attr-defined]
     clear_backends()
     assert get_backend(cfg) is not first
     clear_backends()
@@ -293,7 +296,7 @@ def test_complete_many_has_every_request_in_flight_at_once(server: StandIn) -> N
 
     server.answer = answer
     asks = [[Turn("user", f"question {i}")] for i in range(3)]
-    out = backend(server, seed=None).complete_many(
+    out = backend(server, seed=None, parallel=8).complete_many(
         asks, max_tokens=[8, 16, 32], grammars=["root ::= [a-z]+", None, None], temperature=[0.0, 0.7, 0.7],
         seeds=[5, 6, 7],
     )
@@ -306,9 +309,9 @@ def test_complete_many_has_every_request_in_flight_at_once(server: StandIn) -> N
     assert sent["question 0"]["grammar"] == "root ::= [a-z]+" and "grammar" not in sent["question 1"]
 
 
-def test_complete_many_one_at_a_time_when_parallel_is_1_and_no_invented_seeds(server: StandIn) -> None:
+def test_complete_many_one_at_a_time_by_default_and_no_invented_seeds(server: StandIn) -> None:
     server.answer = lambda body: Reply(body=completion(f"re: {_last_user(body)}"), delay_s=0.05)
-    out = backend(server, parallel=1).complete_many([[Turn("user", "a")], [Turn("user", "b")]], max_tokens=4)
+    out = backend(server).complete_many([[Turn("user", "a")], [Turn("user", "b")]], max_tokens=4)
     assert [c.text for c in out] == ["re: a", "re: b"] and server.most_in_flight == 1
     assert all("seed" not in r["json"] for r in server.requests)  # no seed configured, none given
 
@@ -322,7 +325,7 @@ def test_complete_many_raises_a_failure_once_every_request_ended(server: StandIn
     server.answer = answer
     asks = [[Turn("user", "good 1")], [Turn("user", "bad")], [Turn("user", "good 2")]]
     with pytest.raises(BackendError, match="max_tokens is too large"):
-        backend(server).complete_many(asks, max_tokens=4)
+        backend(server, parallel=3).complete_many(asks, max_tokens=4)
     assert sorted(_last_user(r["json"]) for r in server.requests) == ["bad", "good 1", "good 2"]
 
 
@@ -364,7 +367,7 @@ def test_chatsum_asks_its_topic_questions_together(server: StandIn) -> None:
         return Reply(body=completion(plan))
 
     server.answer = answer
-    summary = Summarizer(backend(server), candidates=1).summarize(window, mode="chatsum")
+    summary = Summarizer(backend(server, parallel=4), candidates=1).summarize(window, mode="chatsum")
     assert [t.title for t in summary.topics] == ["Lunch", "Lake trip"]
     assert [p.speaker for p in summary.topics[1].participants] == ["Cy", "Bob"]
     assert summary.topics[0].key_points[0].message_refs == [1, 2]

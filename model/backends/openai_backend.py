@@ -6,9 +6,11 @@ dependency small and the wire format visible; only ``/chat/completions`` (and, w
 offers it, ``/tokenize``) is used.
 
 A summary that asks several questions at once (chatsum's topic questions, which share the chat and the
-plan; the plain modes' candidates) sends them together (``complete_many``, at most ``parallel`` in
-flight): the server batches concurrent requests (vLLM's continuous batching, a llama.cpp server's
-slots), and with prefix caching reads their shared prefix once, so they cost about one answer's time.
+plan; the plain modes' candidates) can send them together (``complete_many``, ``parallel`` in flight).
+That pays only where the server shares one prefix cache between requests (vLLM's automatic prefix
+caching): a llama.cpp server keeps a cache per slot, and every other slot reads the whole chat again —
+measured on 2 cores (bench/chatsum_server.py), chatsum took 80–101 s with the questions one after the
+other and 117–123 s together. So the default is 1.
 
 The API key comes from an environment variable only and is sent as a bearer header; it is never put
 in an error message, a log line or ``repr``. Retries with exponential backoff cover what a busy
@@ -58,7 +60,7 @@ class OpenAIBackend:
         context_length: int = DEFAULT_CONTEXT,
         seed: int | None = None,
         backoff_s: float = 1.0,
-        parallel: int = 8,
+        parallel: int = 1,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise BackendError(
@@ -225,7 +227,7 @@ class OpenAIBackend:
         guards: Sequence[CopyGuard | None] | None = None,
         seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
-        """Several conversations, one request each, all in flight together (``parallel`` at most).
+        """Several conversations, one request each, ``parallel`` of them in flight at a time.
 
         httpx's ``Client`` may be shared between threads. ``guards`` are not applied: the server picks
         the tokens. A request without a seed of its own gets none when the back-end has none (the
